@@ -1,0 +1,257 @@
+//! Configuration: the TOML file and the environment, validated once at start-up into typed values.
+//!
+//! Flow: file → `${VAR}` interpolation → [`raw`] serde types → validation (every problem is
+//! collected with its field path and a fix) → [`Config`]. Zero-config providers come from the
+//! environment ([`env`]).
+
+pub mod env;
+mod interpolate;
+mod raw;
+mod validate;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::num::NonZeroU64;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::secret::ApiKey;
+
+/// The validated runtime configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The client-facing listener.
+    pub server: ServerConfig,
+    /// Retries of transient upstream failures.
+    pub retry: RetryConfig,
+    /// Upstream providers, in routing-priority order.
+    pub providers: Vec<ProviderConfig>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
+    /// Deadline for a request to get an upstream answer, retries included (not the stream).
+    pub request_timeout: Duration,
+}
+
+/// `[retry]`
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    /// Retries of transient failures (5xx, 498, connect errors, timeouts) per request.
+    pub max_retries: u32,
+    /// First backoff ceiling; doubles each retry (full jitter).
+    pub base_delay: Duration,
+    /// Largest backoff ceiling.
+    pub max_delay: Duration,
+}
+
+/// Which header semantics a provider uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// `x-ratelimit-*-requests` is per day, `-tokens` per minute.
+    Groq,
+    /// `x-ratelimit-*-requests` is per minute, `-tokens` per minute.
+    OpenAi,
+}
+
+impl ProviderKind {
+    /// The provider's public API base URL.
+    pub fn default_base_url(self) -> &'static str {
+        match self {
+            Self::Groq => "https://api.groq.com/openai/v1",
+            Self::OpenAi => "https://api.openai.com/v1",
+        }
+    }
+
+    /// Models this kind serves when the config does not say.
+    fn default_models(self) -> Vec<String> {
+        let patterns: &[&str] = match self {
+            Self::Groq => &["*"],
+            Self::OpenAi => &[
+                "gpt-*",
+                "o1*",
+                "o3*",
+                "o4*",
+                "chatgpt-*",
+                "text-embedding-*",
+                "whisper-1",
+                "tts-*",
+                "dall-e-*",
+                "omni-moderation-*",
+                "text-moderation-*",
+                "davinci-*",
+                "babbage-*",
+                "computer-use-*",
+                "codex-*",
+            ],
+        };
+        patterns.iter().map(|p| (*p).to_owned()).collect()
+    }
+}
+
+/// `[[providers]]`
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// Name used in logs and metrics.
+    pub name: String,
+    /// Header semantics.
+    pub kind: ProviderKind,
+    /// Base URL that `/v1/...` paths are appended to.
+    pub base_url: reqwest::Url,
+    /// Model patterns routed here: exact names, or a prefix followed by `*`.
+    pub models: Vec<String>,
+    /// TCP + TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Time allowed for the response head (not the whole stream).
+    pub response_timeout: Duration,
+    /// Default per-model limits for every account.
+    pub limits: BTreeMap<String, ModelLimits>,
+    /// Organizations and their keys.
+    pub accounts: Vec<AccountConfig>,
+}
+
+/// `[[providers.accounts]]`: one organization; its keys share its limits.
+#[derive(Debug, Clone)]
+pub struct AccountConfig {
+    /// Name used in logs and metrics.
+    pub name: String,
+    /// The account's keys.
+    pub keys: Vec<KeyConfig>,
+    /// Per-model limits overriding the provider's.
+    pub limits: BTreeMap<String, ModelLimits>,
+}
+
+/// One upstream key and its printable alias.
+#[derive(Debug, Clone)]
+pub struct KeyConfig {
+    /// Name used in logs and metrics instead of the key.
+    pub alias: String,
+    /// The secret.
+    pub key: ApiKey,
+}
+
+/// Known limits of one model for one account.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ModelLimits {
+    /// Requests per minute.
+    pub rpm: Option<NonZeroU64>,
+    /// Requests per day.
+    pub rpd: Option<NonZeroU64>,
+    /// Tokens per minute.
+    pub tpm: Option<NonZeroU64>,
+    /// Tokens per day.
+    pub tpd: Option<NonZeroU64>,
+}
+
+/// One thing wrong with the configuration, at a field path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted path of the field (`providers[0].accounts[1].keys[0]`).
+    pub path: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl Problem {
+    fn new(path: &str, message: impl Into<String>) -> Self {
+        Self { path: path.to_owned(), message: message.into() }
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema.
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The file (and line/column where known).
+        path: String,
+        /// What the parser said, without echoing the line (which may hold a key).
+        message: String,
+    },
+    /// The configuration is well-formed but wrong.
+    #[error("{}", render(.0))]
+    Invalid(Vec<Problem>),
+}
+
+fn render(problems: &[Problem]) -> String {
+    let mut out = format!("{} problem(s) in the configuration:", problems.len());
+    for problem in problems {
+        out.push_str(&format!("\n  - {}: {}", problem.path, problem.message));
+    }
+    out
+}
+
+impl Config {
+    /// Loads the file (if any) and the environment's zero-config providers, and validates both.
+    pub fn load(path: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let raw = match path {
+            Some(path) => read_file(path, env)?,
+            None => raw::RawConfig::default(),
+        };
+        validate::validate(raw, env)
+    }
+
+    /// Parses config text (as if read from `origin`); used by `load` and by tests.
+    pub fn from_toml(
+        text: &str,
+        origin: &str,
+        env: &HashMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        validate::validate(parse(text, origin, env)?, env)
+    }
+}
+
+fn read_file(path: &Path, env: &HashMap<String, String>) -> Result<raw::RawConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    parse(&text, &path.display().to_string(), env)
+}
+
+fn parse(
+    text: &str,
+    origin: &str,
+    env: &HashMap<String, String>,
+) -> Result<raw::RawConfig, ConfigError> {
+    let syntax = |span: Option<std::ops::Range<usize>>, message: String| {
+        let location = span.map(|span| line_and_column(text, span.start)).unwrap_or_default();
+        ConfigError::Syntax { path: format!("{origin}{location}"), message }
+    };
+    let mut document: toml::Value = toml::from_str(text)
+        .map_err(|e: toml::de::Error| syntax(e.span(), e.message().to_owned()))?;
+    let mut problems = Vec::new();
+    interpolate::interpolate(&mut document, env, "", &mut problems);
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid(problems));
+    }
+    serde_path_to_error::deserialize(document).map_err(|e| {
+        let field = e.path().to_string();
+        ConfigError::Syntax {
+            path: format!("{origin}: field `{field}`"),
+            message: e.into_inner().message().to_owned(),
+        }
+    })
+}
+
+fn line_and_column(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!(":{line}:{column}")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,76 @@
+//! The config file as written: serde types with `deny_unknown_fields`, before validation.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawConfig {
+    pub(super) server: RawServer,
+    pub(super) retry: RawRetry,
+    pub(super) providers: Vec<RawProvider>,
+}
+
+/// `[server]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawServer {
+    pub(super) listen: Option<String>,
+    pub(super) max_body_bytes: Option<u64>,
+    pub(super) request_timeout: Option<String>,
+}
+
+/// `[retry]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawRetry {
+    pub(super) max_retries: Option<u32>,
+    pub(super) base_delay: Option<String>,
+    pub(super) max_delay: Option<String>,
+}
+
+/// `[[providers]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProvider {
+    pub(super) kind: String,
+    pub(super) name: Option<String>,
+    pub(super) base_url: Option<String>,
+    pub(super) models: Option<Vec<String>>,
+    pub(super) connect_timeout: Option<String>,
+    pub(super) response_timeout: Option<String>,
+    #[serde(default)]
+    pub(super) limits: BTreeMap<String, RawLimits>,
+    #[serde(default)]
+    pub(super) accounts: Vec<RawAccount>,
+}
+
+/// `[[providers.accounts]]`: one organization whose keys share limits.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAccount {
+    pub(super) name: String,
+    pub(super) keys: Vec<RawKey>,
+    #[serde(default)]
+    pub(super) limits: BTreeMap<String, RawLimits>,
+}
+
+/// A key, bare or with the alias used in logs and metrics.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawKey {
+    Bare(String),
+    Aliased { alias: String, key: String },
+}
+
+/// Per-model limits; absent means unknown (learned from headers, or unlimited).
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub(super) rpm: Option<u64>,
+    pub(super) rpd: Option<u64>,
+    pub(super) tpm: Option<u64>,
+    pub(super) tpd: Option<u64>,
+}

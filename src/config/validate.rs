@@ -1,0 +1,238 @@
+//! Raw config → [`Config`]: defaults applied, every problem collected with its path and a fix.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::num::NonZeroU64;
+use std::time::Duration;
+
+use super::raw::{RawAccount, RawConfig, RawKey, RawLimits, RawProvider};
+use super::{
+    AccountConfig, Config, ConfigError, KeyConfig, ModelLimits, Problem, ProviderConfig,
+    ProviderKind, RetryConfig, ServerConfig, env,
+};
+use crate::duration;
+use crate::secret::ApiKey;
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+
+/// Collects problems while building the validated config.
+struct Validator {
+    problems: Vec<Problem>,
+    aliases: HashSet<String>,
+    accounts: HashSet<String>,
+}
+
+pub(super) fn validate(
+    mut raw: RawConfig,
+    env_vars: &HashMap<String, String>,
+) -> Result<Config, ConfigError> {
+    let taken: Vec<String> =
+        raw.providers.iter().map(|p| p.name.clone().unwrap_or_else(|| p.kind.clone())).collect();
+    raw.providers.extend(env::providers(env_vars, &taken));
+
+    let mut v =
+        Validator { problems: Vec::new(), aliases: HashSet::new(), accounts: HashSet::new() };
+    let listen_text = env_vars
+        .get(env::KEYRELAY_LISTEN)
+        .filter(|l| !l.is_empty())
+        .cloned()
+        .or(raw.server.listen)
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    let listen = listen_text.parse().unwrap_or_else(|_| {
+        v.problem(
+            "server.listen",
+            format!("`{listen_text}` is not an IP address and port, like `127.0.0.1:8080` or `0.0.0.0:8080`"),
+        );
+        ([127, 0, 0, 1], 8080).into()
+    });
+    let max_body_bytes = raw.server.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    if max_body_bytes == 0 {
+        v.problem("server.max_body_bytes", "must be at least 1 (the default is 10485760, 10 MiB)");
+    }
+    let server = ServerConfig {
+        listen,
+        max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
+        request_timeout: v.duration("server.request_timeout", raw.server.request_timeout, "5m"),
+    };
+    let retry = RetryConfig {
+        max_retries: raw.retry.max_retries.unwrap_or(3),
+        base_delay: v.duration("retry.base_delay", raw.retry.base_delay, "250ms"),
+        max_delay: v.duration("retry.max_delay", raw.retry.max_delay, "8s"),
+    };
+    if retry.base_delay > retry.max_delay {
+        v.problem("retry.base_delay", "must not be larger than retry.max_delay");
+    }
+
+    if raw.providers.is_empty() {
+        v.problem(
+            "providers",
+            "no upstream keys: set GROQ_API_KEYS=key1,key2 (or OPENAI_API_KEYS), or add [[providers]] to a config file given with --config",
+        );
+    }
+    let mut names = HashSet::new();
+    let mut providers = Vec::new();
+    for (index, raw_provider) in raw.providers.into_iter().enumerate() {
+        let Some(provider) = v.provider(&format!("providers[{index}]"), raw_provider) else {
+            continue;
+        };
+        if names.insert(provider.name.clone()) {
+            providers.push(provider);
+        } else {
+            v.problem(
+                &format!("providers[{index}].name"),
+                format!("two providers are named `{}`: give each a unique `name`", provider.name),
+            );
+        }
+    }
+
+    if v.problems.is_empty() {
+        Ok(Config { server, retry, providers })
+    } else {
+        Err(ConfigError::Invalid(v.problems))
+    }
+}
+
+impl Validator {
+    fn problem(&mut self, path: &str, message: impl Into<String>) {
+        self.problems.push(Problem::new(path, message));
+    }
+
+    fn duration(&mut self, path: &str, text: Option<String>, default: &str) -> Duration {
+        let text = text.unwrap_or_else(|| default.to_owned());
+        duration::parse(&text).unwrap_or_else(|e| {
+            self.problem(path, e.to_string());
+            Duration::ZERO
+        })
+    }
+
+    fn provider(&mut self, path: &str, raw: RawProvider) -> Option<ProviderConfig> {
+        let kind = match raw.kind.as_str() {
+            "groq" => ProviderKind::Groq,
+            "openai" => ProviderKind::OpenAi,
+            other => {
+                self.problem(&format!("{path}.kind"), format!("unknown kind `{other}`: use `groq` or `openai` (any OpenAI-compatible API works as `openai`)"));
+                return None;
+            }
+        };
+        let url_text = raw.base_url.unwrap_or_else(|| kind.default_base_url().to_owned());
+        let base_url = match reqwest::Url::parse(&url_text) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
+            _ => {
+                self.problem(
+                    &format!("{path}.base_url"),
+                    format!(
+                        "`{url_text}` is not an http(s) URL, like `https://api.groq.com/openai/v1`"
+                    ),
+                );
+                None
+            }
+        };
+        let models = raw.models.unwrap_or_else(|| kind.default_models());
+        for (index, pattern) in models.iter().enumerate() {
+            if pattern.is_empty() || pattern[..pattern.len() - 1].contains('*') {
+                self.problem(&format!("{path}.models[{index}]"), format!("`{pattern}` is not a model pattern: write an exact model name or a prefix ending in `*`"));
+            }
+        }
+        if raw.accounts.is_empty() {
+            self.problem(
+                &format!("{path}.accounts"),
+                "a provider needs at least one [[providers.accounts]] with keys",
+            );
+        }
+        let provider = ProviderConfig {
+            name: raw.name.unwrap_or(raw.kind),
+            kind,
+            base_url: base_url?,
+            models,
+            connect_timeout: self.duration(
+                &format!("{path}.connect_timeout"),
+                raw.connect_timeout,
+                "5s",
+            ),
+            response_timeout: self.duration(
+                &format!("{path}.response_timeout"),
+                raw.response_timeout,
+                "2m",
+            ),
+            limits: self.limits(&format!("{path}.limits"), raw.limits),
+            accounts: raw
+                .accounts
+                .into_iter()
+                .enumerate()
+                .map(|(i, account)| self.account(&format!("{path}.accounts[{i}]"), account))
+                .collect(),
+        };
+        Some(provider)
+    }
+
+    fn account(&mut self, path: &str, raw: RawAccount) -> AccountConfig {
+        if !self.accounts.insert(raw.name.clone()) {
+            self.problem(&format!("{path}.name"), format!("account name `{}` is used twice: names label metrics and logs, so make each unique", raw.name));
+        }
+        if raw.keys.is_empty() {
+            self.problem(
+                &format!("{path}.keys"),
+                "an account needs at least one key, like keys = [\"${GROQ_KEY_1}\"]",
+            );
+        }
+        let single = raw.keys.len() == 1;
+        let keys = raw
+            .keys
+            .into_iter()
+            .enumerate()
+            .filter_map(|(index, key)| {
+                let key_path = format!("{path}.keys[{index}]");
+                let (alias, secret) = match key {
+                    RawKey::Bare(secret) if single => (raw.name.clone(), secret),
+                    RawKey::Bare(secret) => (format!("{}-{}", raw.name, index + 1), secret),
+                    RawKey::Aliased { alias, key } => (alias, key),
+                };
+                if !self.aliases.insert(alias.clone()) {
+                    self.problem(
+                        &key_path,
+                        format!("key alias `{alias}` is used twice: give each key a unique alias"),
+                    );
+                }
+                match ApiKey::new(&secret) {
+                    Ok(key) => Some(KeyConfig { alias, key }),
+                    Err(e) => {
+                        self.problem(&key_path, e.to_string());
+                        None
+                    }
+                }
+            })
+            .collect();
+        AccountConfig {
+            keys,
+            limits: self.limits(&format!("{path}.limits"), raw.limits),
+            name: raw.name,
+        }
+    }
+
+    fn limits(
+        &mut self,
+        path: &str,
+        raw: BTreeMap<String, RawLimits>,
+    ) -> BTreeMap<String, ModelLimits> {
+        raw.into_iter()
+            .map(|(model, limits)| {
+                let mut field = |name: &str, value: Option<u64>| {
+                    value.and_then(|v| {
+                        let nonzero = NonZeroU64::new(v);
+                        if nonzero.is_none() {
+                            self.problem(&format!("{path}.{model}.{name}"), "a limit must be at least 1; leave it out if the provider sets none");
+                        }
+                        nonzero
+                    })
+                };
+                let limits = ModelLimits {
+                    rpm: field("rpm", limits.rpm),
+                    rpd: field("rpd", limits.rpd),
+                    tpm: field("tpm", limits.tpm),
+                    tpd: field("tpd", limits.tpd),
+                };
+                (model, limits)
+            })
+            .collect()
+    }
+}

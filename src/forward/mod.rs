@@ -1,0 +1,262 @@
+//! Forwarding: send a request with a key from the pool, classify the answer, and either relay it,
+//! or rotate/back off and try again while nothing has been sent to the client.
+//!
+//! ```text
+//! acquire key ─► send ─► 2xx ─────────────► relay body chunk by chunk
+//!      ▲               ├► 429 ─────────────► cool account for model ─┐
+//!      │               ├► dead key ────────► disable key ────────────┤
+//!      │               ├► 5xx/498/timeout ─► backoff (bounded) ──────┤
+//!      └───────────────┴─────────────────────────────────────────────┘
+//!                      └► other ───────────► relay as is
+//! ```
+
+mod backoff;
+pub mod classify;
+mod headers;
+mod relay;
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{self, BoxStream};
+use futures_util::{StreamExt, TryStreamExt};
+use http::{HeaderMap, Method, StatusCode, header};
+use tokio::time::{Instant, timeout_at};
+
+use crate::app::AppState;
+use crate::error::ProxyError;
+use crate::openai::RequestPeek;
+use crate::pool::{Provider, Unavailable};
+use classify::Verdict;
+use relay::Relay;
+
+/// How much of an error answer is read to classify it; the rest is streamed on if relayed.
+const ERROR_PREFIX_LIMIT: usize = 64 * 1024;
+
+/// A client request, read and peeked, ready to forward.
+#[derive(Debug)]
+pub struct ProxyRequest {
+    /// HTTP method.
+    pub method: Method,
+    /// Path and query after the client's `/v1` prefix (`/chat/completions?x=1`).
+    pub path_and_query: String,
+    /// The client's headers.
+    pub headers: HeaderMap,
+    /// The original body bytes, forwarded as they are.
+    pub body: Bytes,
+    /// What was read from the body.
+    pub peek: RequestPeek,
+}
+
+/// Builds the shared upstream HTTP client (pooled connections, HTTP/2 where offered).
+pub fn client(connect_timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
+/// Why an attempt did not produce the client's answer.
+enum Failure {
+    /// A transient error answer (5xx, 498), relayed unchanged if retries run out.
+    Answer {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+    },
+    Unreachable,
+    Timeout,
+}
+
+/// What one attempt through one key led to.
+enum Attempt {
+    /// The client's answer.
+    Done(Response),
+    /// The key or its account is out of play now; another may serve at once.
+    Rotate,
+    /// A transient failure: back off, then try again.
+    Failed(Failure),
+}
+
+/// Forwards `request` and returns the client's answer.
+pub async fn forward(state: &AppState, request: ProxyRequest) -> Result<Response, ProxyError> {
+    let provider = state.pool().route(request.peek.model.as_deref());
+    let retry = &state.config().retry;
+    let deadline = Instant::now() + state.config().server.request_timeout;
+    let upstream = Upstream {
+        state,
+        provider,
+        request: &request,
+        url: format!("{}{}", provider.base_url, request.path_and_query),
+        headers: headers::upstream_request(&request.headers),
+        deadline,
+    };
+    // Rotation is bounded too, so an upstream that rejects every key without a wait still ends.
+    let max_attempts = provider.key_count() as u32 + retry.max_retries + 1;
+    let (mut attempts, mut retries) = (0u32, 0u32);
+    loop {
+        attempts += 1;
+        let failure = match upstream.attempt().await? {
+            Attempt::Done(response) => return Ok(response),
+            Attempt::Rotate if attempts < max_attempts => continue,
+            Attempt::Rotate => return Err(upstream.no_capacity()),
+            Attempt::Failed(failure) => failure,
+        };
+        retries += 1;
+        let pause = backoff::delay(retry, retries);
+        if retries > retry.max_retries
+            || attempts >= max_attempts
+            || Instant::now() + pause >= deadline
+        {
+            return match failure {
+                Failure::Answer { status, headers, body } => {
+                    Ok(answer_response(status, headers, body, stream::empty().boxed()))
+                }
+                Failure::Unreachable => Err(ProxyError::UpstreamUnreachable { attempts }),
+                Failure::Timeout => Err(ProxyError::UpstreamTimeout { attempts }),
+            };
+        }
+        tracing::debug!(provider = %provider.name, retry = retries, pause_ms = pause.as_millis() as u64, "Transient upstream failure; backing off");
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// One request on its way upstream: everything an attempt needs.
+struct Upstream<'a> {
+    state: &'a AppState,
+    provider: &'a Provider,
+    request: &'a ProxyRequest,
+    url: String,
+    headers: HeaderMap,
+    deadline: Instant,
+}
+
+impl Upstream<'_> {
+    fn model(&self) -> &str {
+        self.request.peek.model.as_deref().unwrap_or_default()
+    }
+
+    fn no_capacity(&self) -> ProxyError {
+        let wait = match self.provider.acquire(self.model(), Instant::now()) {
+            Err(Unavailable::AllDisabled) => None,
+            Err(Unavailable::Cooling(wait)) => Some(wait),
+            Ok(_) => Some(Duration::from_secs(1)),
+        };
+        ProxyError::NoCapacity { model: self.request.peek.model.clone(), wait }
+    }
+
+    /// Sends the request once through the next available key and decides what its answer means.
+    async fn attempt(&self) -> Result<Attempt, ProxyError> {
+        let (provider, model) = (self.provider, self.model());
+        let lease = provider.acquire(model, Instant::now()).map_err(|unavailable| {
+            ProxyError::NoCapacity {
+                model: self.request.peek.model.clone(),
+                wait: match unavailable {
+                    Unavailable::Cooling(wait) => Some(wait),
+                    Unavailable::AllDisabled => None,
+                },
+            }
+        })?;
+        let (account, key) = (provider.account(lease), provider.key(lease));
+        let send = self
+            .state
+            .client()
+            .request(self.request.method.clone(), &self.url)
+            .headers(self.headers.clone())
+            .header(header::AUTHORIZATION, key.secret.authorization().clone())
+            .body(self.request.body.clone())
+            .send();
+        let head_deadline = self.deadline.min(Instant::now() + provider.response_timeout);
+        let answer = match timeout_at(head_deadline, send).await {
+            Err(_) => return Ok(Attempt::Failed(Failure::Timeout)),
+            Ok(Err(error)) if error.is_timeout() => return Ok(Attempt::Failed(Failure::Timeout)),
+            Ok(Err(error)) => {
+                tracing::debug!(provider = %provider.name, account = %account.name, error = %error.without_url(), "Upstream request failed");
+                return Ok(Attempt::Failed(Failure::Unreachable));
+            }
+            Ok(Ok(answer)) if answer.status().is_success() => {
+                return Ok(Attempt::Done(relay(answer, self.request.peek.stream)));
+            }
+            Ok(Ok(answer)) => answer,
+        };
+        let (status, headers, prefix, rest) = read_prefix(answer, self.deadline).await;
+        Ok(match classify::classify(status, &headers, &prefix) {
+            Verdict::RateLimited { wait, dimension } => {
+                account.cool(model, Instant::now() + wait);
+                tracing::info!(provider = %provider.name, account = %account.name, key = %key.alias, model, dimension = dimension.map(|d| d.as_str()), wait_ms = wait.as_millis() as u64, "Upstream rate limit; account cooling, rotating");
+                Attempt::Rotate
+            }
+            Verdict::KeyDead(reason) => {
+                if key.disable(reason) {
+                    tracing::warn!(provider = %provider.name, account = %account.name, key = %key.alias, reason = reason.as_str(), status = status.as_u16(), "Upstream key disabled");
+                }
+                Attempt::Rotate
+            }
+            Verdict::Transient => {
+                Attempt::Failed(Failure::Answer { status, headers, body: prefix })
+            }
+            Verdict::Success | Verdict::Final => {
+                Attempt::Done(answer_response(status, headers, prefix, rest))
+            }
+        })
+    }
+}
+
+/// Reads up to [`ERROR_PREFIX_LIMIT`] of an answer body (for classification) within `deadline`.
+async fn read_prefix(
+    answer: reqwest::Response,
+    deadline: Instant,
+) -> (StatusCode, HeaderMap, Bytes, BoxStream<'static, reqwest::Result<Bytes>>) {
+    let status = answer.status();
+    let headers = answer.headers().clone();
+    let mut body = answer.bytes_stream().boxed();
+    let mut prefix = BytesMut::new();
+    while prefix.len() < ERROR_PREFIX_LIMIT {
+        match timeout_at(deadline, body.next()).await {
+            Ok(Some(Ok(chunk))) => prefix.extend_from_slice(&chunk),
+            Ok(None) => return (status, headers, prefix.freeze(), stream::empty().boxed()),
+            // A body that fails or stalls is classified on what arrived; nothing more follows.
+            Ok(Some(Err(_))) | Err(_) => {
+                return (status, headers, prefix.freeze(), stream::empty().boxed());
+            }
+        }
+    }
+    (status, headers, prefix.freeze(), body)
+}
+
+/// A successful answer, relayed as it streams.
+fn relay(answer: reqwest::Response, requested_stream: bool) -> Response {
+    let sse = requested_stream
+        || answer
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+    let status = answer.status();
+    let headers = headers::client_response(answer.headers().clone(), sse);
+    let body = Body::from_stream(Relay::new(answer.bytes_stream().boxed(), sse));
+    build(status, headers, body)
+}
+
+/// An upstream error answer relayed unchanged: the prefix read for classification, then the rest.
+fn answer_response(
+    status: StatusCode,
+    headers: HeaderMap,
+    prefix: Bytes,
+    rest: BoxStream<'static, reqwest::Result<Bytes>>,
+) -> Response {
+    let headers = headers::client_response(headers, false);
+    let body = stream::once(async move { Ok(prefix) }).chain(rest).map_err(std::io::Error::other);
+    build(status, headers, Body::from_stream(body))
+}
+
+fn build(status: StatusCode, headers: HeaderMap, body: Body) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}

@@ -1,0 +1,61 @@
+//! HTTP handlers: thin functions that read the request and hand it to the core.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{StatusCode, header};
+
+use crate::app::{AppState, respond};
+use crate::error::ProxyError;
+use crate::forward::{self, ProxyRequest};
+use crate::openai::RequestPeek;
+
+/// Every OpenAI path: read the body once (bounded), peek at it, forward it.
+pub async fn proxy(State(state): State<AppState>, request: Request) -> Response {
+    respond(proxy_inner(&state, request).await)
+}
+
+async fn proxy_inner(state: &AppState, request: Request) -> Result<Response, ProxyError> {
+    let (parts, body) = request.into_parts();
+    let limit = state.config().server.max_body_bytes;
+    let body = read_body(body, limit).await?;
+    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let peek = RequestPeek::from_body(content_type, &body)?;
+    let path = parts.uri.path();
+    let suffix = path.strip_prefix("/openai").unwrap_or(path);
+    let suffix = suffix.strip_prefix("/v1").unwrap_or(suffix);
+    let path_and_query = match parts.uri.query() {
+        Some(query) => format!("{suffix}?{query}"),
+        None => suffix.to_owned(),
+    };
+    let request =
+        ProxyRequest { method: parts.method, path_and_query, headers: parts.headers, body, peek };
+    forward::forward(state, request).await
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ProxyError> {
+    axum::body::to_bytes(body, limit).await.map_err(|error| {
+        let too_large = std::error::Error::source(&error)
+            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+        if too_large { ProxyError::BodyTooLarge { limit } } else { ProxyError::BodyUnreadable }
+    })
+}
+
+/// Liveness: the process answers.
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Readiness: at least one upstream key is usable.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    if state.pool().providers().iter().any(|p| p.has_usable_key()) {
+        "ready".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "no usable upstream key").into_response()
+    }
+}
+
+/// Anything outside the OpenAI surface.
+pub async fn not_found(request: Request) -> Response {
+    ProxyError::NotFound { path: request.uri().path().to_owned() }.into_response()
+}

@@ -1,0 +1,95 @@
+//! Shared test harness: keyrelay and the mock upstream on ephemeral loopback ports.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use keyrelay::Config;
+use keyrelay::mock::{MockConfig, MockServer};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// A keyrelay instance serving on `127.0.0.1:0`; stops when dropped.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Proxy {
+    /// Starts keyrelay with the config text (no environment).
+    pub async fn start(config_toml: &str) -> Proxy {
+        let config = Config::from_toml(config_toml, "test.toml", &HashMap::new()).unwrap();
+        Self::start_with(config).await
+    }
+
+    pub async fn start_with(config: Config) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(keyrelay::serve(listener, config, async {
+            let _ = stopped.await;
+        }));
+        Proxy { addr, _stop: stop }
+    }
+
+    /// `http://127.0.0.1:PORT/v1`
+    pub fn url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+}
+
+/// A `[[providers]]` Groq config against `base_url` where each account is `(name, keys)`.
+pub fn groq_config(base_url: &str, accounts: &[(&str, &[&str])], extra: &str) -> String {
+    let mut text = format!(
+        "[retry]\nbase_delay = \"5ms\"\nmax_delay = \"20ms\"\n{extra}\n[[providers]]\nkind = \"groq\"\nbase_url = \"{base_url}\"\n"
+    );
+    for (name, keys) in accounts {
+        let keys: Vec<String> = keys.iter().map(|k| format!("\"{k}\"")).collect();
+        text.push_str(&format!("[[providers.accounts]]\nname = \"{name}\"\nkeys = [{}]\n", keys.join(", ")));
+    }
+    text
+}
+
+/// The mock with one org per key and the given config tweaks, and keyrelay in front of it with
+/// one account per key.
+pub async fn mock_and_proxy(keys: &[&str], mock: MockConfig) -> (MockServer, Proxy) {
+    let mock = MockServer::start(mock).await.unwrap();
+    let accounts: Vec<(String, Vec<&str>)> =
+        keys.iter().map(|k| (format!("acct-{k}"), vec![*k])).collect();
+    let accounts: Vec<(&str, &[&str])> =
+        accounts.iter().map(|(n, k)| (n.as_str(), k.as_slice())).collect();
+    let proxy = Proxy::start(&groq_config(&mock.base_url(), &accounts, "")).await;
+    (mock, proxy)
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().build().unwrap()
+}
+
+pub fn chat_body(model: &str, stream: bool) -> String {
+    format!(
+        r#"{{"model":"{model}","messages":[{{"role":"user","content":"Say hello"}}],"stream":{stream},"max_tokens":32}}"#
+    )
+}
+
+/// POSTs a chat completion and returns status, headers and body.
+pub async fn chat(url: &str, body: String) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+    let response = client()
+        .post(format!("{url}/chat/completions"))
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer client-key-not-for-upstream")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.unwrap();
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (status, headers, json)
+}
+
+/// Count of answers with `status` the mock gave to `key`.
+pub fn mock_count(mock: &MockServer, key: &str, status: u16) -> u64 {
+    mock.stats().by_key.get(key).and_then(|s| s.get(&status)).copied().unwrap_or(0)
+}

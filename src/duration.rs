@@ -12,14 +12,14 @@ pub enum DurationError {
     /// Nothing to parse.
     #[error("empty duration")]
     Empty,
-    /// A number without a unit, or a unit not in `h m s ms us µs ns`.
+    /// A number without a unit, or a unit not in `d h m s ms us µs ns`.
     #[error(
         "`{0}` is not a duration: write a number with a unit, like `500ms`, `2s`, `1m30s` or `24h`"
     )]
     Malformed(String),
 }
 
-/// Parses a sequence of `<decimal><unit>` terms (`h`, `m`, `s`, `ms`, `us`/`µs`, `ns`).
+/// Parses a sequence of `<decimal><unit>` terms (`d`, `h`, `m`, `s`, `ms`, `us`/`µs`, `ns`).
 ///
 /// A bare `0` is accepted, as Go prints it. Negative values are rejected.
 pub fn parse(text: &str) -> Result<Duration, DurationError> {
@@ -43,6 +43,7 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
         rest = &rest[number_len..];
         let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let seconds_per_unit = match &rest[..unit_len] {
+            "d" => 86_400.0,
             "h" => 3600.0,
             "m" => 60.0,
             "s" => 1.0,

@@ -53,7 +53,8 @@ async fn chat_completion_passes_through_with_the_upstream_key_and_original_bytes
 #[tokio::test]
 async fn models_list_and_groq_sdk_prefix_work() {
     let (_mock, proxy) = mock_and_proxy(&["key-a"], unlimited()).await;
-    for url in [format!("{}/models", proxy.url()), format!("http://{}/openai/v1/models", proxy.addr)]
+    for url in
+        [format!("{}/models", proxy.url()), format!("http://{}/openai/v1/models", proxy.addr)]
     {
         let response = client().get(url).send().await.unwrap();
         assert_eq!(response.status(), 200);
@@ -120,11 +121,14 @@ async fn stream_chunks_reach_the_client_before_the_upstream_finishes() {
 #[tokio::test]
 async fn a_rate_limited_account_is_skipped_and_the_request_answered_via_another() {
     let limits = MockLimits { rpm: Some(1), ..MockLimits::UNLIMITED };
-    let mock_config =
-        MockConfig { minute: Duration::from_secs(30), ..MockConfig::orgs_with_limits(&["key-a", "key-b"], limits) };
+    let mock_config = MockConfig {
+        minute: Duration::from_secs(30),
+        ..MockConfig::orgs_with_limits(&["key-a", "key-b"], limits)
+    };
     let (mock, proxy) = mock_and_proxy(&["key-a", "key-b"], mock_config).await;
     // Spend account A's minute directly at the upstream.
-    let (status, _, _) = chat(&mock.base_url().replace("/openai/v1", "/v1"), chat_body(MODEL, false)).await;
+    let (status, _, _) =
+        chat(&mock.base_url().replace("/openai/v1", "/v1"), chat_body(MODEL, false)).await;
     assert_eq!(status, 401, "the direct call above used no key");
     let direct = client()
         .post(format!("{}/chat/completions", mock.base_url()))
@@ -157,8 +161,10 @@ async fn a_rate_limited_account_is_skipped_and_the_request_answered_via_another(
 #[tokio::test]
 async fn all_accounts_cooling_gives_an_honest_retry_after() {
     let limits = MockLimits { rpm: Some(1), ..MockLimits::UNLIMITED };
-    let mock_config =
-        MockConfig { minute: Duration::from_secs(20), ..MockConfig::orgs_with_limits(&["key-a"], limits) };
+    let mock_config = MockConfig {
+        minute: Duration::from_secs(20),
+        ..MockConfig::orgs_with_limits(&["key-a"], limits)
+    };
     let (mock, proxy) = mock_and_proxy(&["key-a"], mock_config).await;
     let (first, _, _) = chat(&proxy.url(), chat_body(MODEL, false)).await;
     assert_eq!(first, 200);
@@ -240,7 +246,8 @@ async fn a_stream_reset_mid_way_ends_with_an_sse_error_event() {
     let text = String::from_utf8(response.bytes().await.unwrap().to_vec()).unwrap();
     let events: Vec<&str> = text.split("\n\n").filter(|e| !e.trim().is_empty()).collect();
     let last = events.last().unwrap().trim();
-    let error: serde_json::Value = serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();
+    let error: serde_json::Value =
+        serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();
     assert_eq!(error["error"]["code"], "upstream_stream_error");
     assert!(events.len() >= 3, "the chunks before the reset were relayed: {text}");
     assert!(!text.contains("[DONE]"));
@@ -249,9 +256,14 @@ async fn a_stream_reset_mid_way_ends_with_an_sse_error_event() {
 #[tokio::test]
 async fn a_request_too_large_for_the_account_is_returned_unchanged() {
     let limits = MockLimits { tpm: Some(100), ..MockLimits::UNLIMITED };
-    let (mock, proxy) =
-        mock_and_proxy(&["key-a", "key-b"], MockConfig::orgs_with_limits(&["key-a", "key-b"], limits)).await;
-    let body = format!(r#"{{"model":"{MODEL}","messages":[{{"role":"user","content":"hi"}}],"max_tokens":500}}"#);
+    let (mock, proxy) = mock_and_proxy(
+        &["key-a", "key-b"],
+        MockConfig::orgs_with_limits(&["key-a", "key-b"], limits),
+    )
+    .await;
+    let body = format!(
+        r#"{{"model":"{MODEL}","messages":[{{"role":"user","content":"hi"}}],"max_tokens":500}}"#
+    );
     let (status, _, json) = chat(&proxy.url(), body).await;
     assert_eq!(status, 413);
     assert_eq!(json["error"]["code"], "rate_limit_exceeded");
@@ -262,9 +274,13 @@ async fn a_request_too_large_for_the_account_is_returned_unchanged() {
 #[tokio::test]
 async fn bad_input_gets_openai_errors() {
     let (mock, proxy) = mock_and_proxy(&["key-a"], unlimited()).await;
-    let config = groq_config(&mock.base_url(), &[("a", &["key-a"])], "[server]\nmax_body_bytes = 1000");
+    let config =
+        groq_config(&mock.base_url(), &[("a", &["key-a"])], "[server]\nmax_body_bytes = 1000");
     let small = Proxy::start(&config).await;
-    let big = format!(r#"{{"model":"{MODEL}","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(2000));
+    let big = format!(
+        r#"{{"model":"{MODEL}","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(2000)
+    );
     let cases = [
         (small.url(), big, 413, "request_too_large"),
         (proxy.url(), "{\"model\": ".to_owned(), 400, "invalid_json"),
@@ -297,7 +313,11 @@ async fn an_unreachable_upstream_is_a_502_after_retries() {
 async fn a_slow_upstream_is_a_504() {
     let faults = Faults { first_byte_delay: Duration::from_secs(5), ..Faults::default() };
     let mock = MockServer::start(MockConfig { faults, ..unlimited() }).await.unwrap();
-    let config = groq_config(&mock.base_url(), &[("a", &["key-a"])], "[server]\nrequest_timeout = \"300ms\"");
+    let config = groq_config(
+        &mock.base_url(),
+        &[("a", &["key-a"])],
+        "[server]\nrequest_timeout = \"300ms\"",
+    );
     let proxy = Proxy::start(&config).await;
     let (status, _, json) = chat(&proxy.url(), chat_body(MODEL, false)).await;
     assert_eq!(status, 504);

@@ -45,7 +45,10 @@ pub fn groq_config(base_url: &str, accounts: &[(&str, &[&str])], extra: &str) ->
     );
     for (name, keys) in accounts {
         let keys: Vec<String> = keys.iter().map(|k| format!("\"{k}\"")).collect();
-        text.push_str(&format!("[[providers.accounts]]\nname = \"{name}\"\nkeys = [{}]\n", keys.join(", ")));
+        text.push_str(&format!(
+            "[[providers.accounts]]\nname = \"{name}\"\nkeys = [{}]\n",
+            keys.join(", ")
+        ));
     }
     text
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::routing::{any, get};
 use http::{HeaderName, Request, header};
 use tower::ServiceBuilder;
@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::error::ProxyError;
 use crate::pool::Pool;
 use crate::routes;
+use crate::scheduler::Scheduler;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -37,6 +38,7 @@ pub struct AppState {
 struct Inner {
     config: Config,
     pool: Pool,
+    scheduler: Scheduler,
     client: reqwest::Client,
 }
 
@@ -51,7 +53,9 @@ impl AppState {
             .unwrap_or(std::time::Duration::from_secs(5));
         let client = crate::forward::client(connect_timeout)?;
         let pool = Pool::new(&config);
-        Ok(Self { inner: Arc::new(Inner { config, pool, client }) })
+        let scheduler = Scheduler::new(config.queue.clone());
+        crate::tokens::warm_up();
+        Ok(Self { inner: Arc::new(Inner { config, pool, scheduler, client }) })
     }
 
     /// The running configuration.
@@ -62,6 +66,11 @@ impl AppState {
     /// The upstream key pool.
     pub fn pool(&self) -> &Pool {
         &self.inner.pool
+    }
+
+    /// The lanes and their wait queues.
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.inner.scheduler
     }
 
     /// The shared upstream HTTP client.
@@ -100,9 +109,4 @@ pub fn router(state: AppState) -> Router {
         .fallback(routes::not_found)
         .layer(stack)
         .with_state(state)
-}
-
-/// Converts a handler result into a response.
-pub(crate) fn respond(result: Result<Response, ProxyError>) -> Response {
-    result.unwrap_or_else(IntoResponse::into_response)
 }

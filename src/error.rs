@@ -10,6 +10,7 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
+use crate::limits::Dimension;
 use crate::openai::{PeekError, error_body};
 
 /// The longest wait keyrelay advertises: every SDK version honours `retry-after` up to 60 s.
@@ -36,14 +37,28 @@ pub enum ProxyError {
         /// The path asked for.
         path: String,
     },
-    /// Every account is cooling for this model (`wait` is when the first is back), or every key is
-    /// disabled (`wait` is `None`).
-    #[error("{}", no_capacity_message(.model.as_deref(), *.wait))]
+    /// No upstream capacity for this request: why ([`Shed`]) and when capacity is expected
+    /// (`None`: not without operator action).
+    #[error("{}", no_capacity_message(.model.as_deref(), *.wait, *.shed))]
     NoCapacity {
         /// The model asked for.
         model: Option<String>,
-        /// When capacity is expected back; `None` when it never will without operator action.
+        /// When capacity is expected back.
         wait: Option<Duration>,
+        /// Why the request is not waiting any longer.
+        shed: Shed,
+    },
+    /// The request costs more than any account's limit allows at once: waiting never helps.
+    #[error("Request too large for model `{}`: it needs about {needed} {} ({}), more than the largest limit of any upstream account ({limit}). Reduce max_tokens or the prompt.", .model.as_deref().unwrap_or("?"), if .dimension.counts_tokens() { "tokens" } else { "requests" }, dimension_name(*.dimension))]
+    TooLarge {
+        /// The model asked for.
+        model: Option<String>,
+        /// The binding limit.
+        dimension: Dimension,
+        /// Its largest value among the accounts.
+        limit: u64,
+        /// What the request needs of it.
+        needed: u64,
     },
     /// The upstream could not be reached after all retries.
     #[error("the upstream API could not be reached after {attempts} attempt(s)")]
@@ -62,14 +77,38 @@ pub enum ProxyError {
     Internal,
 }
 
-fn no_capacity_message(model: Option<&str>, wait: Option<Duration>) -> String {
+/// Why a request got no capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shed {
+    /// It waited as long as it may (its deadline), or every account kept refusing it.
+    Deadline,
+    /// The wait queue was full.
+    QueueFull,
+    /// Every upstream key is disabled.
+    NoUsableKey,
+}
+
+fn dimension_name(dimension: Dimension) -> &'static str {
+    match dimension {
+        Dimension::Rpm => "requests per minute",
+        Dimension::Rpd => "requests per day",
+        Dimension::Tpm => "tokens per minute",
+        Dimension::Tpd => "tokens per day",
+    }
+}
+
+fn no_capacity_message(model: Option<&str>, wait: Option<Duration>, shed: Shed) -> String {
     let model = model.map(|m| format!(" for model `{m}`")).unwrap_or_default();
-    match wait {
-        Some(wait) => format!(
-            "All upstream accounts are rate-limited{model}; capacity is expected back in {}.",
-            crate::duration::format(wait)
+    let expected = match wait {
+        Some(wait) => format!("capacity is expected back in {}", crate::duration::format(wait)),
+        None => "no capacity is expected".to_owned(),
+    };
+    match shed {
+        Shed::Deadline => format!(
+            "All upstream accounts are at their rate limits{model} and the request waited as long as it may; {expected}."
         ),
-        None => format!(
+        Shed::QueueFull => format!("The wait queue{model} is full; {expected}."),
+        Shed::NoUsableKey => format!(
             "No upstream key can serve this request{model}: every key is disabled (invalid, forbidden or out of quota). Fix the keys and restart keyrelay."
         ),
     }
@@ -83,6 +122,7 @@ impl ProxyError {
             Self::BodyUnreadable | Self::InvalidJson(_) => StatusCode::BAD_REQUEST,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::NoCapacity { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -96,8 +136,10 @@ impl ProxyError {
             Self::BodyUnreadable => "body_unreadable",
             Self::InvalidJson(_) => "invalid_json",
             Self::NotFound { .. } => "unknown_url",
-            Self::NoCapacity { wait: Some(_), .. } => "rate_limit_exceeded",
-            Self::NoCapacity { wait: None, .. } => "no_usable_upstream_key",
+            Self::NoCapacity { shed: Shed::Deadline, .. } => "queue_timeout",
+            Self::NoCapacity { shed: Shed::QueueFull, .. } => "queue_full",
+            Self::NoCapacity { shed: Shed::NoUsableKey, .. } => "no_usable_upstream_key",
+            Self::TooLarge { .. } => "over_account_limit",
             Self::UpstreamUnreachable { .. } => "upstream_unreachable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::Internal => "internal_error",
@@ -110,19 +152,34 @@ impl ProxyError {
             | Self::BodyUnreadable
             | Self::InvalidJson(_)
             | Self::NotFound { .. } => "invalid_request_error",
-            Self::NoCapacity { wait: Some(_), .. } => "requests",
+            Self::NoCapacity { shed: Shed::NoUsableKey, .. } => "server_error",
+            Self::NoCapacity { .. } => "requests",
+            Self::TooLarge { dimension, .. } if dimension.counts_tokens() => "tokens",
+            Self::TooLarge { .. } => "requests",
             _ => "server_error",
+        }
+    }
+
+    /// The envelope's `code`: what SDKs and people match on.
+    fn code(&self) -> &'static str {
+        match self {
+            Self::NoCapacity { shed: Shed::NoUsableKey, .. } => "no_usable_upstream_key",
+            Self::NoCapacity { .. } | Self::TooLarge { .. } => "rate_limit_exceeded",
+            other => other.kind(),
         }
     }
 }
 
 impl IntoResponse for ProxyError {
     fn into_response(self) -> Response {
-        let body = error_body(&self.to_string(), self.error_type(), None, Some(self.kind()));
+        let body = error_body(&self.to_string(), self.error_type(), None, Some(self.code()));
         let mut response = Response::new(Body::from(body));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Self::TooLarge { .. } = self {
+            headers.insert("x-should-retry", HeaderValue::from_static("false"));
+        }
         if let Self::NoCapacity { wait, .. } = self {
             let advertised = wait.unwrap_or(MAX_ADVERTISED_WAIT).min(MAX_ADVERTISED_WAIT);
             let seconds = advertised.as_millis().div_ceil(1000).max(1);
@@ -155,6 +212,7 @@ mod tests {
         let error = ProxyError::NoCapacity {
             model: Some("m".into()),
             wait: Some(Duration::from_millis(2300)),
+            shed: Shed::Deadline,
         };
         let (status, headers, body) = parts(error).await;
         assert_eq!(status, 429);
@@ -168,15 +226,36 @@ mod tests {
 
     #[tokio::test]
     async fn long_or_hopeless_waits_tell_sdks_not_to_retry() {
-        let long = ProxyError::NoCapacity { model: None, wait: Some(Duration::from_secs(600)) };
+        let long = ProxyError::NoCapacity {
+            model: None,
+            wait: Some(Duration::from_secs(600)),
+            shed: Shed::QueueFull,
+        };
         let (_, headers, _) = parts(long).await;
         assert_eq!(headers["retry-after"], "60");
         assert_eq!(headers["x-should-retry"], "false");
 
         let (status, headers, body) =
-            parts(ProxyError::NoCapacity { model: None, wait: None }).await;
+            parts(ProxyError::NoCapacity { model: None, wait: None, shed: Shed::NoUsableKey })
+                .await;
         assert_eq!(status, 429);
         assert_eq!(headers["x-should-retry"], "false");
         assert_eq!(body["error"]["code"], "no_usable_upstream_key");
+    }
+
+    #[tokio::test]
+    async fn a_request_over_every_limit_is_a_final_413() {
+        let error = ProxyError::TooLarge {
+            model: Some("m".into()),
+            dimension: Dimension::Tpm,
+            limit: 6000,
+            needed: 9000,
+        };
+        let (status, headers, body) = parts(error).await;
+        assert_eq!(status, 413);
+        assert_eq!(headers["x-should-retry"], "false");
+        assert_eq!(body["error"]["type"], "tokens");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("9000 tokens") && message.contains("6000"), "{message}");
     }
 }

@@ -14,13 +14,16 @@ pub mod config;
 pub mod duration;
 pub mod error;
 pub mod forward;
+pub mod limits;
 pub mod mock;
 pub mod openai;
 pub mod pool;
 pub mod routes;
+pub mod scheduler;
 pub mod secret;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tokens;
 
 use std::future::Future;
 

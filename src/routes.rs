@@ -5,17 +5,24 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{StatusCode, header};
 
-use crate::app::{AppState, respond};
+use crate::app::AppState;
 use crate::error::ProxyError;
 use crate::forward::{self, ProxyRequest};
 use crate::openai::RequestPeek;
 
 /// Every OpenAI path: read the body once (bounded), peek at it, forward it.
 pub async fn proxy(State(state): State<AppState>, request: Request) -> Response {
-    respond(proxy_inner(&state, request).await)
+    match read(&state, request).await {
+        Ok(request) => forward::forward(&state, request).await,
+        Err(error) => {
+            let mut response = error.into_response();
+            forward::set_queue_ms(&mut response, std::time::Duration::ZERO);
+            response
+        }
+    }
 }
 
-async fn proxy_inner(state: &AppState, request: Request) -> Result<Response, ProxyError> {
+async fn read(state: &AppState, request: Request) -> Result<ProxyRequest, ProxyError> {
     let (parts, body) = request.into_parts();
     let limit = state.config().server.max_body_bytes;
     let body = read_body(body, limit).await?;
@@ -28,9 +35,7 @@ async fn proxy_inner(state: &AppState, request: Request) -> Result<Response, Pro
         Some(query) => format!("{suffix}?{query}"),
         None => suffix.to_owned(),
     };
-    let request =
-        ProxyRequest { method: parts.method, path_and_query, headers: parts.headers, body, peek };
-    forward::forward(state, request).await
+    Ok(ProxyRequest { method: parts.method, path_and_query, headers: parts.headers, body, peek })
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ProxyError> {

@@ -8,11 +8,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{chat, chat_body, client};
+use common::{chat_body, chat_with, client};
 use keyrelay::mock::{KeyState, MockConfig, MockLimits, MockServer};
 
 const SECRETS: [&str; 3] =
     ["gsk_test_secret_alpha_0001", "gsk_test_secret_bravo_0002", "gsk_test_secret_charlie_03"];
+
+/// Requests here must not wait long for a rate-limited account.
+const QUICK: &[(&str, &str)] = &[("x-keyrelay-max-wait", "0.5")];
 
 /// The binary with its stderr captured; killed on drop.
 struct Running {
@@ -76,7 +79,8 @@ async fn zero_config_binary_serves_and_never_logs_a_key() {
 
     let mut bodies = String::new();
     for stream in [false, false, true, false, true] {
-        let (status, _, json) = chat(&url, chat_body("llama-3.1-8b-instant", stream)).await;
+        let (status, _, json) =
+            chat_with(&url, chat_body("llama-3.1-8b-instant", stream), QUICK).await;
         assert!(status == 200 || status == 429, "{status} {json}");
         bodies.push_str(&json.to_string());
     }
@@ -86,7 +90,7 @@ async fn zero_config_binary_serves_and_never_logs_a_key() {
     // All keys disabled or cooling now? Force the "no key" error path too.
     mock.set_key_state(SECRETS[2], KeyState::OutOfQuota);
     for _ in 0..3 {
-        let (_, _, json) = chat(&url, chat_body("llama-3.1-8b-instant", false)).await;
+        let (_, _, json) = chat_with(&url, chat_body("llama-3.1-8b-instant", false), QUICK).await;
         bodies.push_str(&json.to_string());
     }
 

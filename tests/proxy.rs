@@ -5,7 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Proxy, chat, chat_body, client, groq_config, mock_and_proxy, mock_count};
+use common::{
+    Proxy, chat, chat_body, chat_with, client, groq_config, groq_config_with, mock_and_proxy,
+    mock_count,
+};
 use futures_util::StreamExt;
 use keyrelay::mock::{Faults, KeyState, MockConfig, MockLimits, MockServer};
 use tokio::time::Instant;
@@ -120,16 +123,12 @@ async fn stream_chunks_reach_the_client_before_the_upstream_finishes() {
 
 #[tokio::test]
 async fn a_rate_limited_account_is_skipped_and_the_request_answered_via_another() {
-    let limits = MockLimits { rpm: Some(1), ..MockLimits::UNLIMITED };
-    let mock_config = MockConfig {
-        minute: Duration::from_secs(30),
-        ..MockConfig::orgs_with_limits(&["key-a", "key-b"], limits)
-    };
-    let (mock, proxy) = mock_and_proxy(&["key-a", "key-b"], mock_config).await;
-    // Spend account A's minute directly at the upstream.
-    let (status, _, _) =
-        chat(&mock.base_url().replace("/openai/v1", "/v1"), chat_body(MODEL, false)).await;
-    assert_eq!(status, 401, "the direct call above used no key");
+    let mut mock_config =
+        MockConfig::orgs_with_limits(&["key-a", "key-b", "key-c"], MockLimits::UNLIMITED);
+    mock_config.orgs[0].default_limits = MockLimits { rpm: Some(1), ..MockLimits::UNLIMITED };
+    mock_config.minute = Duration::from_secs(30);
+    let (mock, proxy) = mock_and_proxy(&["key-a", "key-b", "key-c"], mock_config).await;
+    // Spend account A's minute directly at the upstream; keyrelay does not know.
     let direct = client()
         .post(format!("{}/chat/completions", mock.base_url()))
         .header("authorization", "Bearer key-a")
@@ -140,22 +139,19 @@ async fn a_rate_limited_account_is_skipped_and_the_request_answered_via_another(
         .unwrap();
     assert_eq!(direct.status(), 200);
 
-    let (status, _, json) = chat(&proxy.url(), chat_body(MODEL, false)).await;
-    assert_eq!(status, 200, "{json}");
-    assert_eq!(mock_count(&mock, "key-a", 429), 1, "account A was tried first and refused");
-    assert_eq!(mock_count(&mock, "key-b", 200), 1, "the answer came through account B");
-
-    // A is now known to be cooling: the next request goes straight to B (which is then spent too).
-    let (status, headers, json) = chat(&proxy.url(), chat_body(MODEL, false)).await;
-    assert_eq!(mock_count(&mock, "key-a", 429), 1, "A is not tried again while cooling");
-    assert_eq!(status, 429, "{json}");
-    let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
-    assert!((1..=30).contains(&retry_after), "{retry_after}");
-    let retry_after_ms: u64 = headers["retry-after-ms"].to_str().unwrap().parse().unwrap();
-    assert!(retry_after_ms <= 30_000 && retry_after_ms.div_ceil(1000) == retry_after);
-    assert!(headers.get("x-should-retry").is_none());
-    assert_eq!(json["error"]["code"], "rate_limit_exceeded");
-    assert!(json["error"].get("param").is_some());
+    // Rotation reaches A within three requests; each is answered, A's refusal included.
+    for _ in 0..3 {
+        let (status, _, json) = chat(&proxy.url(), chat_body(MODEL, false)).await;
+        assert_eq!(status, 200, "{json}");
+    }
+    assert_eq!(mock_count(&mock, "key-a", 429), 1, "account A was tried once and refused");
+    // A is known to be cooling now: it is not tried again.
+    for _ in 0..4 {
+        let (status, _, json) = chat(&proxy.url(), chat_body(MODEL, false)).await;
+        assert_eq!(status, 200, "{json}");
+    }
+    assert_eq!(mock_count(&mock, "key-a", 429), 1);
+    assert_eq!(mock_count(&mock, "key-b", 200) + mock_count(&mock, "key-c", 200), 7);
 }
 
 #[tokio::test]
@@ -165,19 +161,32 @@ async fn all_accounts_cooling_gives_an_honest_retry_after() {
         minute: Duration::from_secs(20),
         ..MockConfig::orgs_with_limits(&["key-a"], limits)
     };
-    let (mock, proxy) = mock_and_proxy(&["key-a"], mock_config).await;
+    let mock = MockServer::start(mock_config).await.unwrap();
+    let config =
+        groq_config_with(&mock.base_url(), &[("a", &["key-a"])], "", "minute_window = \"20s\"");
+    let proxy = Proxy::start(&config).await;
     let (first, _, _) = chat(&proxy.url(), chat_body(MODEL, false)).await;
     assert_eq!(first, 200);
+    // keyrelay does not know the limit yet: the upstream's 429 teaches it, and the request then
+    // waits for the account (here: at most one second) before keyrelay answers 429 itself.
     let started = Instant::now();
-    let (status, headers, json) = chat(&proxy.url(), chat_body(MODEL, false)).await;
+    let wait_one_second = [("x-keyrelay-max-wait", "1")];
+    let (status, headers, json) =
+        chat_with(&proxy.url(), chat_body(MODEL, false), &wait_one_second).await;
     assert_eq!(status, 429, "{json}");
+    assert!(started.elapsed() >= Duration::from_secs(1), "it waited before answering");
     let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
-    // The mock's window is 20 s and the slot was taken just now: the wait is close to 20 s.
-    let upper = 20 + started.elapsed().as_secs() + 1;
-    assert!((15..=upper).contains(&retry_after), "retry-after {retry_after}");
+    // The mock's window is 20 s and its slot was taken just now: the wait is close to 20 s.
+    assert!((15..=21).contains(&retry_after), "retry-after {retry_after}");
+    let retry_after_ms: u64 = headers["retry-after-ms"].to_str().unwrap().parse().unwrap();
+    assert_eq!(retry_after_ms.div_ceil(1000), retry_after);
+    assert!(headers.get("x-should-retry").is_none());
+    assert!(headers.get("x-keyrelay-queue-ms").is_some());
+    assert_eq!(json["error"]["code"], "rate_limit_exceeded");
+    assert!(json["error"].get("param").is_some());
     assert_eq!(mock_count(&mock, "key-a", 429), 1);
     // While cooling, keyrelay answers without calling the upstream.
-    let (status, _, _) = chat(&proxy.url(), chat_body(MODEL, false)).await;
+    let (status, _, _) = chat_with(&proxy.url(), chat_body(MODEL, false), &wait_one_second).await;
     assert_eq!(status, 429);
     assert_eq!(mock.stats().total, 2);
 }

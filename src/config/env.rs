@@ -47,6 +47,10 @@ pub(super) fn providers(env: &HashMap<String, String>, taken: &[String]) -> Vec<
                 models: None,
                 connect_timeout: None,
                 response_timeout: None,
+                minute_window: None,
+                day_window: None,
+                safety_margin: None,
+                default_max_tokens: None,
                 limits: Default::default(),
                 accounts,
             })

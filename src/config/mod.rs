@@ -15,6 +15,7 @@ use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::limits::Windows;
 use crate::secret::ApiKey;
 
 /// The validated runtime configuration.
@@ -24,6 +25,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Retries of transient upstream failures.
     pub retry: RetryConfig,
+    /// The wait queue for requests no account can take yet.
+    pub queue: QueueConfig,
     /// Upstream providers, in routing-priority order.
     pub providers: Vec<ProviderConfig>,
 }
@@ -48,6 +51,15 @@ pub struct RetryConfig {
     pub base_delay: Duration,
     /// Largest backoff ceiling.
     pub max_delay: Duration,
+}
+
+/// `[queue]`
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// Longest a request waits for capacity before a 429 (clients may ask for less).
+    pub max_wait: Duration,
+    /// Most requests waiting per (provider, model); more are shed at once with a 429.
+    pub max_depth: usize,
 }
 
 /// Which header semantics a provider uses.
@@ -109,6 +121,10 @@ pub struct ProviderConfig {
     pub connect_timeout: Duration,
     /// Time allowed for the response head (not the whole stream).
     pub response_timeout: Duration,
+    /// Window lengths of the provider's per-minute and per-day limits, and the safety margin.
+    pub windows: Windows,
+    /// Output budget assumed for a request that sets no `max_tokens`/`max_completion_tokens`.
+    pub default_max_tokens: u64,
     /// Default per-model limits for every account.
     pub limits: BTreeMap<String, ModelLimits>,
     /// Organizations and their keys.

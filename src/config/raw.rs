@@ -10,6 +10,7 @@ use serde::Deserialize;
 pub(super) struct RawConfig {
     pub(super) server: RawServer,
     pub(super) retry: RawRetry,
+    pub(super) queue: RawQueue,
     pub(super) providers: Vec<RawProvider>,
 }
 
@@ -31,6 +32,14 @@ pub(super) struct RawRetry {
     pub(super) max_delay: Option<String>,
 }
 
+/// `[queue]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawQueue {
+    pub(super) max_wait: Option<String>,
+    pub(super) max_depth: Option<usize>,
+}
+
 /// `[[providers]]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +50,10 @@ pub(super) struct RawProvider {
     pub(super) models: Option<Vec<String>>,
     pub(super) connect_timeout: Option<String>,
     pub(super) response_timeout: Option<String>,
+    pub(super) minute_window: Option<String>,
+    pub(super) day_window: Option<String>,
+    pub(super) safety_margin: Option<String>,
+    pub(super) default_max_tokens: Option<u64>,
     #[serde(default)]
     pub(super) limits: BTreeMap<String, RawLimits>,
     #[serde(default)]

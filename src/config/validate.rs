@@ -7,9 +7,10 @@ use std::time::Duration;
 use super::raw::{RawAccount, RawConfig, RawKey, RawLimits, RawProvider};
 use super::{
     AccountConfig, Config, ConfigError, KeyConfig, ModelLimits, Problem, ProviderConfig,
-    ProviderKind, RetryConfig, ServerConfig, env,
+    ProviderKind, QueueConfig, RetryConfig, ServerConfig, env,
 };
 use crate::duration;
+use crate::limits::Windows;
 use crate::secret::ApiKey;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -59,6 +60,13 @@ pub(super) fn validate(
         base_delay: v.duration("retry.base_delay", raw.retry.base_delay, "250ms"),
         max_delay: v.duration("retry.max_delay", raw.retry.max_delay, "8s"),
     };
+    let queue = QueueConfig {
+        max_wait: v.duration("queue.max_wait", raw.queue.max_wait, "60s"),
+        max_depth: raw.queue.max_depth.unwrap_or(10_000),
+    };
+    if queue.max_depth == 0 {
+        v.problem("queue.max_depth", "must be at least 1 (the default is 10000)");
+    }
     if retry.base_delay > retry.max_delay {
         v.problem("retry.base_delay", "must not be larger than retry.max_delay");
     }
@@ -86,7 +94,7 @@ pub(super) fn validate(
     }
 
     if v.problems.is_empty() {
-        Ok(Config { server, retry, providers })
+        Ok(Config { server, retry, queue, providers })
     } else {
         Err(ConfigError::Invalid(v.problems))
     }
@@ -154,6 +162,12 @@ impl Validator {
                 raw.response_timeout,
                 "2m",
             ),
+            windows: Windows {
+                minute: self.duration(&format!("{path}.minute_window"), raw.minute_window, "60s"),
+                day: self.duration(&format!("{path}.day_window"), raw.day_window, "24h"),
+                margin: self.duration(&format!("{path}.safety_margin"), raw.safety_margin, "250ms"),
+            },
+            default_max_tokens: raw.default_max_tokens.unwrap_or(1024),
             limits: self.limits(&format!("{path}.limits"), raw.limits),
             accounts: raw
                 .accounts

@@ -6,6 +6,7 @@ use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 
 use crate::duration;
+use crate::limits::{Dimension, read_limit_from_body};
 use crate::pool::DisableReason;
 
 /// Cooldown used when a 429 says nothing about when to come back.
@@ -20,7 +21,9 @@ pub enum Verdict {
     RateLimited {
         /// How long until the limit is expected back.
         wait: Duration,
-        /// Which limit, when the body names it.
+        /// Which limit was hit and its size, when the body says.
+        limit: Option<(Dimension, u64)>,
+        /// Which limit was hit, when the body names it (even without its size).
         dimension: Option<Dimension>,
     },
     /// The key can never work again: disable it, try another key.
@@ -29,37 +32,6 @@ pub enum Verdict {
     Transient,
     /// Anything else, including a request larger than the account's TPM (413): the client's answer.
     Final,
-}
-
-/// A rate-limit dimension named in a 429 body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dimension {
-    /// Requests per minute.
-    Rpm,
-    /// Requests per day.
-    Rpd,
-    /// Tokens per minute.
-    Tpm,
-    /// Tokens per day.
-    Tpd,
-    /// Audio seconds per hour.
-    Ash,
-    /// Audio seconds per day.
-    Asd,
-}
-
-impl Dimension {
-    /// A bounded label for logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Rpm => "rpm",
-            Self::Rpd => "rpd",
-            Self::Tpm => "tpm",
-            Self::Tpd => "tpd",
-            Self::Ash => "ash",
-            Self::Asd => "asd",
-        }
-    }
 }
 
 #[derive(Deserialize)]
@@ -100,26 +72,14 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Verdict
     match status.as_u16() {
         // A non-JSON 403 is a CDN refusing the request, not a verdict on the key.
         403 if parsed.is_some() => Verdict::KeyDead(DisableReason::Forbidden),
-        429 => {
-            Verdict::RateLimited { wait: cooldown(headers, message), dimension: dimension(message) }
-        }
+        429 => Verdict::RateLimited {
+            wait: cooldown(headers, message),
+            limit: read_limit_from_body(message),
+            dimension: Dimension::named_in(message),
+        },
         498 | 500..=599 => Verdict::Transient,
         _ => Verdict::Final,
     }
-}
-
-/// The dimension named as `(RPM)`, `(TPD)`… in a provider's 429 message.
-fn dimension(message: &str) -> Option<Dimension> {
-    [
-        ("(RPM)", Dimension::Rpm),
-        ("(RPD)", Dimension::Rpd),
-        ("(TPM)", Dimension::Tpm),
-        ("(TPD)", Dimension::Tpd),
-        ("(ASH)", Dimension::Ash),
-        ("(ASD)", Dimension::Asd),
-    ]
-    .into_iter()
-    .find_map(|(tag, dimension)| message.contains(tag).then_some(dimension))
 }
 
 /// How long a 429'd account should rest: the body's precise "try again in", else `retry-after-ms`,

@@ -1,39 +1,49 @@
-//! Forwarding: send a request with a key from the pool, classify the answer, and either relay it,
-//! or rotate/back off and try again while nothing has been sent to the client.
+//! Forwarding: wait for capacity from the scheduler, send with that account's key, classify the
+//! answer, and either relay it or rotate / back off and try again while nothing has been sent to
+//! the client.
 //!
 //! ```text
-//! acquire key ─► send ─► 2xx ─────────────► relay body chunk by chunk
-//!      ▲               ├► 429 ─────────────► cool account for model ─┐
-//!      │               ├► dead key ────────► disable key ────────────┤
-//!      │               ├► 5xx/498/timeout ─► backoff (bounded) ──────┤
-//!      └───────────────┴─────────────────────────────────────────────┘
-//!                      └► other ───────────► relay as is
+//! lane.acquire ─► send ─► 2xx ─────────────► relay chunk by chunk, settle with real usage
+//!      ▲                ├► 429 ─────────────► cool account for model, learn limit ─┐
+//!      │                ├► dead key ────────► disable key ─────────────────────────┤
+//!      │                ├► 5xx/498/timeout ─► backoff (bounded) ───────────────────┤
+//!      └────────────────┴──────────────────────────────────────────────────────────┘
+//!                       └► other ───────────► relay as is
 //! ```
 
 mod backoff;
 pub mod classify;
+pub mod demand;
 mod headers;
 mod relay;
+mod usage;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{self, BoxStream};
 use futures_util::{StreamExt, TryStreamExt};
-use http::{HeaderMap, Method, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use tokio::time::{Instant, timeout_at};
 
 use crate::app::AppState;
-use crate::error::ProxyError;
+use crate::error::{ProxyError, Shed};
+use crate::limits::read_headers;
 use crate::openai::RequestPeek;
-use crate::pool::{Provider, Unavailable};
+use crate::pool::Provider;
+use crate::scheduler::{Lane, Refusal, Reservation};
 use classify::Verdict;
 use relay::Relay;
+use usage::UsageTap;
 
 /// How much of an error answer is read to classify it; the rest is streamed on if relayed.
 const ERROR_PREFIX_LIMIT: usize = 64 * 1024;
+
+/// Time the request spent waiting for capacity, on every answer.
+pub const QUEUE_MS_HEADER: &str = "x-keyrelay-queue-ms";
 
 /// A client request, read and peeked, ready to forward.
 #[derive(Debug)]
@@ -82,15 +92,48 @@ enum Attempt {
     Failed(Failure),
 }
 
-/// Forwards `request` and returns the client's answer.
-pub async fn forward(state: &AppState, request: ProxyRequest) -> Result<Response, ProxyError> {
-    let provider = state.pool().route(request.peek.model.as_deref());
+/// Forwards `request` and returns the client's answer, with the time it queued in
+/// `x-keyrelay-queue-ms`.
+pub async fn forward(state: &AppState, request: ProxyRequest) -> Response {
+    let mut queued = Duration::ZERO;
+    let mut response = match forward_with_retries(state, &request, &mut queued).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    };
+    set_queue_ms(&mut response, queued);
+    response
+}
+
+/// Sets the queue-time header.
+pub fn set_queue_ms(response: &mut Response, queued: Duration) {
+    let millis = u64::try_from(queued.as_millis()).unwrap_or(u64::MAX);
+    response.headers_mut().insert(QUEUE_MS_HEADER, HeaderValue::from(millis));
+}
+
+async fn forward_with_retries(
+    state: &AppState,
+    request: &ProxyRequest,
+    queued: &mut Duration,
+) -> Result<Response, ProxyError> {
+    let model = request.peek.model.as_deref();
+    let provider = state.pool().route(model);
+    let lane = state.scheduler().lane(provider, model.unwrap_or_default());
     let retry = &state.config().retry;
     let deadline = Instant::now() + state.config().server.request_timeout;
+    let path = request.path_and_query.split('?').next().unwrap_or_default();
+    let demand = demand::demand(
+        provider,
+        &state.config().queue,
+        path,
+        &request.headers,
+        &request.peek,
+        deadline,
+    );
     let upstream = Upstream {
         state,
         provider,
-        request: &request,
+        lane: &lane,
+        request,
         url: format!("{}{}", provider.base_url, request.path_and_query),
         headers: headers::upstream_request(&request.headers),
         deadline,
@@ -100,10 +143,18 @@ pub async fn forward(state: &AppState, request: ProxyRequest) -> Result<Response
     let (mut attempts, mut retries) = (0u32, 0u32);
     loop {
         attempts += 1;
-        let failure = match upstream.attempt().await? {
+        let waiting = Instant::now();
+        let granted = lane.acquire(demand).await;
+        *queued += waiting.elapsed();
+        let reservation = granted.map_err(|refusal| refused(refusal, model))?;
+        let failure = match upstream.attempt(reservation).await {
             Attempt::Done(response) => return Ok(response),
             Attempt::Rotate if attempts < max_attempts => continue,
-            Attempt::Rotate => return Err(upstream.no_capacity()),
+            Attempt::Rotate => {
+                let model = model.map(str::to_owned);
+                let wait = lane.expected_wait(&demand);
+                return Err(ProxyError::NoCapacity { model, wait, shed: Shed::Deadline });
+            }
             Attempt::Failed(failure) => failure,
         };
         retries += 1;
@@ -125,10 +176,30 @@ pub async fn forward(state: &AppState, request: ProxyRequest) -> Result<Response
     }
 }
 
+/// The client's answer when the scheduler refuses a request.
+fn refused(refusal: Refusal, model: Option<&str>) -> ProxyError {
+    let model = model.map(str::to_owned);
+    match refusal {
+        Refusal::TooLarge { dimension, limit, needed } => {
+            ProxyError::TooLarge { model, dimension, limit, needed }
+        }
+        Refusal::NoUsableKey => {
+            ProxyError::NoCapacity { model, wait: None, shed: Shed::NoUsableKey }
+        }
+        Refusal::QueueFull { retry_after } => {
+            ProxyError::NoCapacity { model, wait: retry_after, shed: Shed::QueueFull }
+        }
+        Refusal::Deadline { retry_after } => {
+            ProxyError::NoCapacity { model, wait: retry_after, shed: Shed::Deadline }
+        }
+    }
+}
+
 /// One request on its way upstream: everything an attempt needs.
 struct Upstream<'a> {
     state: &'a AppState,
-    provider: &'a Provider,
+    provider: &'a Arc<Provider>,
+    lane: &'a Arc<Lane>,
     request: &'a ProxyRequest,
     url: String,
     headers: HeaderMap,
@@ -136,32 +207,12 @@ struct Upstream<'a> {
 }
 
 impl Upstream<'_> {
-    fn model(&self) -> &str {
-        self.request.peek.model.as_deref().unwrap_or_default()
-    }
-
-    fn no_capacity(&self) -> ProxyError {
-        let wait = match self.provider.acquire(self.model(), Instant::now()) {
-            Err(Unavailable::AllDisabled) => None,
-            Err(Unavailable::Cooling(wait)) => Some(wait),
-            Ok(_) => Some(Duration::from_secs(1)),
-        };
-        ProxyError::NoCapacity { model: self.request.peek.model.clone(), wait }
-    }
-
-    /// Sends the request once through the next available key and decides what its answer means.
-    async fn attempt(&self) -> Result<Attempt, ProxyError> {
-        let (provider, model) = (self.provider, self.model());
-        let lease = provider.acquire(model, Instant::now()).map_err(|unavailable| {
-            ProxyError::NoCapacity {
-                model: self.request.peek.model.clone(),
-                wait: match unavailable {
-                    Unavailable::Cooling(wait) => Some(wait),
-                    Unavailable::AllDisabled => None,
-                },
-            }
-        })?;
-        let (account, key) = (provider.account(lease), provider.key(lease));
+    /// Sends the request once through the reserved key and decides what its answer means.
+    async fn attempt(&self, reservation: Reservation) -> Attempt {
+        let provider = self.provider;
+        let account_index = reservation.account();
+        let account = &provider.accounts()[account_index];
+        let key = account.key(reservation.key());
         let send = self
             .state
             .client()
@@ -172,37 +223,45 @@ impl Upstream<'_> {
             .send();
         let head_deadline = self.deadline.min(Instant::now() + provider.response_timeout);
         let answer = match timeout_at(head_deadline, send).await {
-            Err(_) => return Ok(Attempt::Failed(Failure::Timeout)),
-            Ok(Err(error)) if error.is_timeout() => return Ok(Attempt::Failed(Failure::Timeout)),
+            // The provider may have counted a request that timed out: the estimate stands.
+            Err(_) => return Attempt::Failed(Failure::Timeout),
+            Ok(Err(error)) if error.is_timeout() => return Attempt::Failed(Failure::Timeout),
             Ok(Err(error)) => {
                 tracing::debug!(provider = %provider.name, account = %account.name, error = %error.without_url(), "Upstream request failed");
-                return Ok(Attempt::Failed(Failure::Unreachable));
-            }
-            Ok(Ok(answer)) if answer.status().is_success() => {
-                return Ok(Attempt::Done(relay(answer, self.request.peek.stream)));
+                reservation.refund();
+                return Attempt::Failed(Failure::Unreachable);
             }
             Ok(Ok(answer)) => answer,
         };
+        self.lane.sync(account_index, &read_headers(provider.kind, answer.headers()));
+        if answer.status().is_success() {
+            return Attempt::Done(relay(answer, self.request.peek.stream, reservation));
+        }
         let (status, headers, prefix, rest) = read_prefix(answer, self.deadline).await;
-        Ok(match classify::classify(status, &headers, &prefix) {
-            Verdict::RateLimited { wait, dimension } => {
-                account.cool(model, Instant::now() + wait);
-                tracing::info!(provider = %provider.name, account = %account.name, key = %key.alias, model, dimension = dimension.map(|d| d.as_str()), wait_ms = wait.as_millis() as u64, "Upstream rate limit; account cooling, rotating");
+        match classify::classify(status, &headers, &prefix) {
+            Verdict::RateLimited { wait, limit, dimension } => {
+                self.lane.rate_limited(account_index, wait, limit);
+                reservation.refund();
+                tracing::info!(provider = %provider.name, account = %account.name, key = %key.alias, model = self.lane.model(), dimension = dimension.map(|d| d.as_str()), wait_ms = wait.as_millis() as u64, "Upstream rate limit; account cooling, rotating");
                 Attempt::Rotate
             }
             Verdict::KeyDead(reason) => {
+                reservation.refund();
                 if key.disable(reason) {
                     tracing::warn!(provider = %provider.name, account = %account.name, key = %key.alias, reason = reason.as_str(), status = status.as_u16(), "Upstream key disabled");
+                    self.state.scheduler().poke(provider);
                 }
                 Attempt::Rotate
             }
             Verdict::Transient => {
+                reservation.refund();
                 Attempt::Failed(Failure::Answer { status, headers, body: prefix })
             }
             Verdict::Success | Verdict::Final => {
+                reservation.refund_tokens();
                 Attempt::Done(answer_response(status, headers, prefix, rest))
             }
-        })
+        }
     }
 }
 
@@ -228,8 +287,8 @@ async fn read_prefix(
     (status, headers, prefix.freeze(), body)
 }
 
-/// A successful answer, relayed as it streams.
-fn relay(answer: reqwest::Response, requested_stream: bool) -> Response {
+/// A successful answer, relayed as it streams; its usage settles the reservation at the end.
+fn relay(answer: reqwest::Response, requested_stream: bool, reservation: Reservation) -> Response {
     let sse = requested_stream
         || answer
             .headers()
@@ -238,7 +297,8 @@ fn relay(answer: reqwest::Response, requested_stream: bool) -> Response {
             .is_some_and(|v| v.starts_with("text/event-stream"));
     let status = answer.status();
     let headers = headers::client_response(answer.headers().clone(), sse);
-    let body = Body::from_stream(Relay::new(answer.bytes_stream().boxed(), sse));
+    let tap = UsageTap::new(reservation, sse);
+    let body = Body::from_stream(Relay::new(answer.bytes_stream().boxed(), sse, Some(tap)));
     build(status, headers, body)
 }
 

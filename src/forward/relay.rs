@@ -3,7 +3,8 @@
 //! Nothing is buffered: each upstream frame becomes one client frame. If the upstream fails after
 //! the head was sent, an SSE stream ends with one `data: {"error":…}` event (which both SDKs raise
 //! as an error) instead of a silent EOF that looks like success; other bodies are aborted so the
-//! client sees a truncated transfer.
+//! client sees a truncated transfer. A [`UsageTap`] watches the bytes go by and settles the
+//! request's reservation when the body ends.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -12,6 +13,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use futures_util::stream::BoxStream;
 
+use super::usage::UsageTap;
 use crate::openai::sse_error_event;
 
 /// A relayed body stream.
@@ -20,12 +22,17 @@ pub(super) struct Relay {
     sse: bool,
     at_event_boundary: bool,
     finished: bool,
+    tap: Option<UsageTap>,
 }
 
 impl Relay {
     /// Relays `upstream`; `sse` selects the error-event behaviour.
-    pub(super) fn new(upstream: BoxStream<'static, reqwest::Result<Bytes>>, sse: bool) -> Self {
-        Self { inner: upstream, sse, at_event_boundary: true, finished: false }
+    pub(super) fn new(
+        upstream: BoxStream<'static, reqwest::Result<Bytes>>,
+        sse: bool,
+        tap: Option<UsageTap>,
+    ) -> Self {
+        Self { inner: upstream, sse, at_event_boundary: true, finished: false, tap }
     }
 }
 
@@ -41,6 +48,9 @@ impl Stream for Relay {
                 if !chunk.is_empty() {
                     self.at_event_boundary =
                         chunk.ends_with(b"\n\n") || chunk.ends_with(b"\r\n\r\n");
+                }
+                if let Some(tap) = self.tap.as_mut() {
+                    tap.observe(&chunk);
                 }
                 Poll::Ready(Some(Ok(chunk)))
             }
@@ -61,6 +71,9 @@ impl Stream for Relay {
             }
             Poll::Ready(None) => {
                 self.finished = true;
+                if let Some(tap) = self.tap.as_mut() {
+                    tap.finish();
+                }
                 Poll::Ready(None)
             }
             Poll::Pending => Poll::Pending,

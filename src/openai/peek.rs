@@ -9,6 +9,8 @@ use std::borrow::Cow;
 use memchr::memmem;
 use serde::Deserialize;
 
+use crate::tokens;
+
 /// What keyrelay needs to know about a request before choosing an upstream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestPeek {
@@ -20,6 +22,10 @@ pub struct RequestPeek {
     pub n: u32,
     /// `max_completion_tokens`, else the deprecated `max_tokens`.
     pub max_output_tokens: Option<u64>,
+    /// Estimated prompt tokens (messages, prompt, input and tools), uncorrected.
+    pub prompt_tokens: u64,
+    /// `stream_options.include_usage` was asked for.
+    pub include_usage: bool,
 }
 
 /// The body claims to be JSON but is not the object an OpenAI endpoint expects.
@@ -39,6 +45,88 @@ struct JsonFields<'a> {
     max_tokens: Option<u64>,
     #[serde(default)]
     max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    messages: Option<PromptText>,
+    #[serde(default)]
+    prompt: Option<PromptText>,
+    #[serde(default)]
+    input: Option<PromptText>,
+    #[serde(default)]
+    tools: Option<PromptText>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+/// Token estimate of every string in a JSON value, counted while serde walks it (no tree is
+/// built). `items` is the number of top-level array elements (chat messages).
+#[derive(Default)]
+struct PromptText {
+    tokens: u64,
+    items: u64,
+}
+
+impl<'de> Deserialize<'de> for PromptText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(PromptTextVisitor)
+    }
+}
+
+struct PromptTextVisitor;
+
+impl<'de> serde::de::Visitor<'de> for PromptTextVisitor {
+    type Value = PromptText;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_str<E>(self, text: &str) -> Result<PromptText, E> {
+        Ok(PromptText { tokens: tokens::count(text), items: 0 })
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<PromptText, E> {
+        // Token-id arrays (embeddings, completions) count one token per number.
+        Ok(PromptText { tokens: 1, items: 0 })
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<PromptText, E> {
+        Ok(PromptText { tokens: 1, items: 0 })
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<PromptText, E> {
+        Ok(PromptText { tokens: 1, items: 0 })
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<PromptText, E> {
+        Ok(PromptText::default())
+    }
+
+    fn visit_unit<E>(self) -> Result<PromptText, E> {
+        Ok(PromptText::default())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<PromptText, A::Error> {
+        let mut total = PromptText::default();
+        while let Some(item) = seq.next_element::<PromptText>()? {
+            total.tokens += item.tokens;
+            total.items += 1;
+        }
+        Ok(total)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<PromptText, A::Error> {
+        let mut total = PromptText::default();
+        while let Some((_, value)) = map.next_entry::<serde::de::IgnoredAny, PromptText>()? {
+            total.tokens += value.tokens;
+        }
+        Ok(total)
+    }
 }
 
 impl RequestPeek {
@@ -60,11 +148,17 @@ impl RequestPeek {
         }
         let fields: JsonFields<'_> =
             serde_json::from_slice(body).map_err(|e| PeekError(e.to_string()))?;
+        let messages = fields
+            .messages
+            .map_or(0, |m| m.tokens + m.items * tokens::PER_MESSAGE + tokens::PER_REQUEST);
+        let text = |field: Option<PromptText>| field.map_or(0, |f| f.tokens);
         Ok(Self {
             model: fields.model.map(Cow::into_owned),
             stream: fields.stream.unwrap_or(false),
             n: fields.n.unwrap_or(1),
             max_output_tokens: fields.max_completion_tokens.or(fields.max_tokens),
+            prompt_tokens: messages + text(fields.prompt) + text(fields.input) + text(fields.tools),
+            include_usage: fields.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
         })
     }
 }
@@ -102,6 +196,24 @@ mod tests {
         assert!(peek.stream);
         assert_eq!(peek.n, 2);
         assert_eq!(peek.max_output_tokens, Some(50));
+        assert!(peek.prompt_tokens > 2 * tokens::PER_MESSAGE, "{}", peek.prompt_tokens);
+    }
+
+    #[test]
+    fn estimates_prompt_tokens_from_every_text_part() {
+        let chat = br#"{"model":"m","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":[{"type":"text","text":"hello world"}]}],"stream_options":{"include_usage":true}}"#;
+        let peek = RequestPeek::from_body(None, chat).unwrap();
+        let words = tokens::count("system")
+            + tokens::count("You are terse.")
+            + tokens::count("user")
+            + tokens::count("text")
+            + tokens::count("hello world");
+        assert_eq!(peek.prompt_tokens, words + 2 * tokens::PER_MESSAGE + tokens::PER_REQUEST);
+        assert!(peek.include_usage);
+
+        let embeddings = br#"{"model":"e","input":["one two", [1, 2, 3]]}"#;
+        let peek = RequestPeek::from_body(None, embeddings).unwrap();
+        assert_eq!(peek.prompt_tokens, tokens::count("one two") + 3);
     }
 
     #[test]

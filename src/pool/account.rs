@@ -1,13 +1,12 @@
-//! One account (organization): its keys and its per-model cooldowns.
+//! One account (organization): its keys and its configured per-model limits.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::num::NonZeroU64;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
 
-use tokio::time::Instant;
-
-use crate::config::AccountConfig;
+use crate::config::{AccountConfig, ModelLimits};
+use crate::limits::Dimension;
 use crate::secret::ApiKey;
 
 /// An organization whose keys share one set of limits.
@@ -17,8 +16,8 @@ pub struct Account {
     pub name: String,
     keys: Vec<Key>,
     next_key: AtomicUsize,
-    /// Model → the instant its limit is expected back.
-    cooling: Mutex<HashMap<String, Instant>>,
+    /// Model → configured limits (the provider's defaults overridden by the account's own).
+    limits: BTreeMap<String, ModelLimits>,
 }
 
 /// One upstream key and its state.
@@ -55,7 +54,10 @@ impl DisableReason {
 }
 
 impl Account {
-    pub(super) fn new(config: &AccountConfig) -> Self {
+    pub(super) fn new(
+        config: &AccountConfig,
+        provider_limits: &BTreeMap<String, ModelLimits>,
+    ) -> Self {
         let keys = config
             .keys
             .iter()
@@ -70,38 +72,38 @@ impl Account {
             name: config.name.clone(),
             keys,
             next_key: AtomicUsize::new(0),
-            cooling: Mutex::new(HashMap::new()),
+            limits: merge(provider_limits, &config.limits),
         }
     }
 
-    /// How long this account still cools for `model`, if it does.
-    pub fn cooling_for(&self, model: &str, now: Instant) -> Option<Duration> {
-        let cooling = self.cooling.lock().unwrap_or_else(|e| e.into_inner());
-        cooling
-            .get(model)
-            .and_then(|until| until.checked_duration_since(now))
-            .filter(|d| !d.is_zero())
+    /// Configured limits for `model`, indexed by [`Dimension::index`].
+    pub fn limits_for(&self, model: &str) -> [Option<u64>; 4] {
+        let limits = self.limits.get(model).copied().unwrap_or_default();
+        Dimension::ALL.map(|d| {
+            match d {
+                Dimension::Rpm => limits.rpm,
+                Dimension::Rpd => limits.rpd,
+                Dimension::Tpm => limits.tpm,
+                Dimension::Tpd => limits.tpd,
+            }
+            .map(NonZeroU64::get)
+        })
     }
 
-    /// Marks the account as limited for `model` until `until` (a later mark extends, never shortens).
-    pub fn cool(&self, model: &str, until: Instant) {
-        let mut cooling = self.cooling.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = cooling.entry(model.to_owned()).or_insert(until);
-        *entry = (*entry).max(until);
-    }
-
-    pub(super) fn has_enabled_key(&self) -> bool {
+    /// Whether any of the account's keys may be used.
+    pub fn has_enabled_key(&self) -> bool {
         self.keys.iter().any(Key::is_enabled)
     }
 
     /// The next enabled key in rotation.
-    pub(super) fn next_enabled_key(&self) -> Option<usize> {
+    pub fn next_enabled_key(&self) -> Option<usize> {
         let count = self.keys.len();
         let start = self.next_key.fetch_add(1, Ordering::Relaxed);
         (0..count).map(|offset| (start + offset) % count).find(|&i| self.keys[i].is_enabled())
     }
 
-    pub(super) fn key(&self, index: usize) -> &Key {
+    /// The key at `index`.
+    pub fn key(&self, index: usize) -> &Key {
         &self.keys[index]
     }
 
@@ -127,4 +129,22 @@ impl Key {
     pub fn disabled_reason(&self) -> Option<DisableReason> {
         *self.reason.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Provider-wide limits with an account's own overriding them dimension by dimension.
+fn merge(
+    provider: &BTreeMap<String, ModelLimits>,
+    account: &BTreeMap<String, ModelLimits>,
+) -> BTreeMap<String, ModelLimits> {
+    let mut merged = provider.clone();
+    for (model, own) in account {
+        let base = merged.entry(model.clone()).or_default();
+        *base = ModelLimits {
+            rpm: own.rpm.or(base.rpm),
+            rpd: own.rpd.or(base.rpd),
+            tpm: own.tpm.or(base.tpm),
+            tpd: own.tpd.or(base.tpd),
+        };
+    }
+    merged
 }

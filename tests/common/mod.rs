@@ -38,10 +38,22 @@ impl Proxy {
     }
 }
 
-/// A `[[providers]]` Groq config against `base_url` where each account is `(name, keys)`.
+/// A `[[providers]]` Groq config against `base_url` where each account is `(name, keys)`;
+/// `extra` is top-level TOML (tables such as `[server]`).
 pub fn groq_config(base_url: &str, accounts: &[(&str, &[&str])], extra: &str) -> String {
+    groq_config_with(base_url, accounts, extra, "")
+}
+
+/// Like [`groq_config`], with `provider` lines added to the `[[providers]]` table (windows,
+/// margin, limits).
+pub fn groq_config_with(
+    base_url: &str,
+    accounts: &[(&str, &[&str])],
+    extra: &str,
+    provider: &str,
+) -> String {
     let mut text = format!(
-        "[retry]\nbase_delay = \"5ms\"\nmax_delay = \"20ms\"\n{extra}\n[[providers]]\nkind = \"groq\"\nbase_url = \"{base_url}\"\n"
+        "[retry]\nbase_delay = \"5ms\"\nmax_delay = \"20ms\"\n{extra}\n[[providers]]\nkind = \"groq\"\nbase_url = \"{base_url}\"\n{provider}\n"
     );
     for (name, keys) in accounts {
         let keys: Vec<String> = keys.iter().map(|k| format!("\"{k}\"")).collect();
@@ -77,14 +89,23 @@ pub fn chat_body(model: &str, stream: bool) -> String {
 
 /// POSTs a chat completion and returns status, headers and body.
 pub async fn chat(url: &str, body: String) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
-    let response = client()
+    chat_with(url, body, &[]).await
+}
+
+/// [`chat`] with extra request headers.
+pub async fn chat_with(
+    url: &str,
+    body: String,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+    let mut request = client()
         .post(format!("{url}/chat/completions"))
         .header("content-type", "application/json")
-        .header("authorization", "Bearer client-key-not-for-upstream")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+        .header("authorization", "Bearer client-key-not-for-upstream");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.body(body).send().await.unwrap();
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let bytes = response.bytes().await.unwrap();

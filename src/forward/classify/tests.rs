@@ -15,7 +15,11 @@ fn groq_429_cools_for_the_body_wait_and_names_the_dimension() {
     let verdict = classify(status(429), &headers(&[("retry-after", "1")]), GROQ_TPM_429.as_bytes());
     assert_eq!(
         verdict,
-        Verdict::RateLimited { wait: Duration::from_millis(410), dimension: Some(Dimension::Tpm) }
+        Verdict::RateLimited {
+            wait: Duration::from_millis(410),
+            limit: Some((Dimension::Tpm, 12000)),
+            dimension: Some(Dimension::Tpm),
+        }
     );
 }
 
@@ -27,7 +31,8 @@ fn daily_limits_cool_for_minutes_to_hours() {
         verdict,
         Verdict::RateLimited {
             wait: Duration::from_millis(578_016),
-            dimension: Some(Dimension::Tpd)
+            limit: Some((Dimension::Tpd, 100_000)),
+            dimension: Some(Dimension::Tpd),
         }
     );
 }

@@ -1,0 +1,175 @@
+//! Reads the token usage of an answer as it streams past, without holding the body: SSE lines
+//! that mention `usage` are parsed (`usage` from `include_usage`, or Groq's `x_groq.usage` on the
+//! final chunk); for a JSON body only the tail is kept, where `usage` sits.
+//!
+//! When the answer ends the reservation is settled with that usage; without one (an error, or a
+//! provider that reports none) the estimate stands.
+
+use memchr::memmem;
+use serde::Deserialize;
+
+use crate::scheduler::{Reservation, Usage};
+
+/// How much of a JSON body's end is kept to find `usage` in.
+const TAIL: usize = 16 * 1024;
+/// Longest SSE line kept while waiting for its end.
+const MAX_LINE: usize = 1024 * 1024;
+
+#[derive(Deserialize)]
+struct UsageFields {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+}
+
+impl UsageFields {
+    fn usage(&self) -> Option<Usage> {
+        Some(Usage {
+            prompt_tokens: self.prompt_tokens?,
+            completion_tokens: self.completion_tokens.unwrap_or(0),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct Chunk {
+    #[serde(default)]
+    usage: Option<UsageFields>,
+    #[serde(default)]
+    x_groq: Option<XGroq>,
+}
+
+#[derive(Deserialize)]
+struct XGroq {
+    #[serde(default)]
+    usage: Option<UsageFields>,
+}
+
+/// Watches a body for usage and settles its reservation at the end.
+pub(super) struct UsageTap {
+    reservation: Option<Reservation>,
+    sse: bool,
+    buffer: Vec<u8>,
+    usage: Option<Usage>,
+}
+
+impl UsageTap {
+    pub(super) fn new(reservation: Reservation, sse: bool) -> Self {
+        Self { reservation: Some(reservation), sse, buffer: Vec::new(), usage: None }
+    }
+
+    pub(super) fn observe(&mut self, chunk: &[u8]) {
+        if !self.sse {
+            self.buffer.extend_from_slice(chunk);
+            if self.buffer.len() > 2 * TAIL {
+                self.buffer.drain(..self.buffer.len() - TAIL);
+            }
+            return;
+        }
+        let mut rest = chunk;
+        while let Some(end) = memchr::memchr(b'\n', rest) {
+            if self.buffer.is_empty() {
+                self.line(&rest[..end]);
+            } else {
+                self.buffer.extend_from_slice(&rest[..end]);
+                let line = std::mem::take(&mut self.buffer);
+                self.line(&line);
+            }
+            rest = &rest[end + 1..];
+        }
+        if self.buffer.len() + rest.len() <= MAX_LINE {
+            self.buffer.extend_from_slice(rest);
+        } else {
+            self.buffer.clear();
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        let Some(data) = line.strip_prefix(b"data:") else { return };
+        if memmem::find(data, b"\"usage\"").is_none() {
+            return;
+        }
+        if let Ok(chunk) = serde_json::from_slice::<Chunk>(data.trim_ascii()) {
+            let found = chunk
+                .usage
+                .as_ref()
+                .and_then(UsageFields::usage)
+                .or_else(|| chunk.x_groq.as_ref()?.usage.as_ref()?.usage());
+            self.usage = found.or(self.usage);
+        }
+    }
+
+    /// The body ended cleanly: settle with what was seen.
+    pub(super) fn finish(&mut self) {
+        if !self.sse {
+            self.usage = json_tail_usage(&self.buffer);
+        }
+        let Some(reservation) = self.reservation.take() else { return };
+        match self.usage {
+            Some(usage) => reservation.settle(usage),
+            // No usage reported: the estimate stands, so pacing stays on the safe side.
+            None => drop(reservation),
+        }
+    }
+}
+
+/// The last `"usage": {…}` object in the tail of a JSON body.
+fn json_tail_usage(tail: &[u8]) -> Option<Usage> {
+    let at = memmem::rfind(tail, b"\"usage\"")?;
+    let after = &tail[at + b"\"usage\"".len()..];
+    let colon = memchr::memchr(b':', after)?;
+    let value = &after[colon + 1..];
+    let mut values = serde_json::Deserializer::from_slice(value).into_iter::<UsageFields>();
+    values.next()?.ok()?.usage()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tap(sse: bool) -> UsageTap {
+        UsageTap { reservation: None, sse, buffer: Vec::new(), usage: None }
+    }
+
+    #[test]
+    fn finds_groq_usage_on_the_final_chunk_split_across_reads() {
+        let stream = b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"choices\":[],\"x_groq\":{\"id\":\"req_1\",\"usage\":{\"prompt_tokens\":23,\"completion_tokens\":19,\"total_tokens\":42}}}\n\ndata: [DONE]\n\n";
+        for split in [1, 7, 60, 100, stream.len()] {
+            let mut tap = tap(true);
+            for piece in stream.chunks(split) {
+                tap.observe(piece);
+            }
+            assert_eq!(
+                tap.usage,
+                Some(Usage { prompt_tokens: 23, completion_tokens: 19 }),
+                "{split}"
+            );
+        }
+    }
+
+    #[test]
+    fn include_usage_chunks_win_and_null_usage_is_ignored() {
+        let mut tap = tap(true);
+        tap.observe(b"data: {\"usage\":null,\"choices\":[]}\n\n");
+        assert_eq!(tap.usage, None);
+        tap.observe(
+            b"data: {\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":7},\"choices\":[]}\n\n",
+        );
+        assert_eq!(tap.usage, Some(Usage { prompt_tokens: 5, completion_tokens: 7 }));
+    }
+
+    #[test]
+    fn finds_usage_at_the_end_of_a_large_json_body() {
+        let mut body = br#"{"choices":[{"message":{"content":""#.to_vec();
+        body.extend(std::iter::repeat_n(b'x', 100_000));
+        body.extend_from_slice(br#"usage"}}],"usage":{"prompt_tokens":11,"completion_tokens":3,"total_tokens":14},"x_groq":{"id":"r"}}"#);
+        let mut tap = tap(false);
+        for piece in body.chunks(4096) {
+            tap.observe(piece);
+        }
+        assert!(tap.buffer.len() <= 2 * TAIL);
+        tap.finish();
+        assert_eq!(tap.usage, Some(Usage { prompt_tokens: 11, completion_tokens: 3 }));
+    }
+}

@@ -1,0 +1,341 @@
+//! A lane: one (provider, model). It owns every account's budget for the model and the queue of
+//! requests waiting for one, under one short lock (never held across an `.await`).
+//!
+//! Capacity is handed out only by [`LaneState::dispatch`], which serves waiters in queue order and
+//! stops at the first that does not fit, so a newcomer never overtakes a waiter. It runs when a
+//! request arrives, when a reservation settles or is refunded, when the provider reports new
+//! limits, and, for capacity that comes back with time (windows sliding, cooldowns ending), from
+//! the lane's timer task at the instant the first waiter will fit.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{Notify, oneshot};
+use tokio::time::{Instant, sleep_until};
+
+use super::budget::Budget;
+use super::queue::{Queue, WaitKey};
+use super::reservation::Reservation;
+use super::{Demand, Grant, Refusal};
+use crate::limits::{Cost, Dimension, HeaderReport};
+use crate::pool::Provider;
+use crate::tokens::Correction;
+
+/// One (provider, model) and its waiters.
+pub struct Lane {
+    provider: Arc<Provider>,
+    model: String,
+    max_depth: usize,
+    state: Mutex<LaneState>,
+    timer: Notify,
+}
+
+pub(super) struct LaneState {
+    pub(super) budgets: Vec<Budget>,
+    queue: Queue,
+    pub(super) correction: Correction,
+    next_wake: Option<Instant>,
+    next_account: usize,
+}
+
+/// Grants to deliver once the lock is released (a refused grant drops its reservation, which
+/// takes the lock again).
+pub(super) type Deliveries = Vec<(oneshot::Sender<Grant>, Grant)>;
+
+impl Lane {
+    pub(super) fn new(provider: Arc<Provider>, model: &str, max_depth: usize) -> Arc<Self> {
+        let budgets = provider
+            .accounts()
+            .iter()
+            .map(|account| Budget::new(account.limits_for(model), provider.windows))
+            .collect();
+        let state = LaneState {
+            budgets,
+            queue: Queue::default(),
+            correction: Correction::default(),
+            next_wake: None,
+            next_account: 0,
+        };
+        let lane = Arc::new(Self {
+            provider,
+            model: model.to_owned(),
+            max_depth,
+            state: Mutex::new(state),
+            timer: Notify::new(),
+        });
+        tokio::spawn(Arc::clone(&lane).run_timer());
+        lane
+    }
+
+    /// The provider this lane sends to.
+    pub fn provider(&self) -> &Arc<Provider> {
+        &self.provider
+    }
+
+    /// The model this lane paces.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, LaneState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until an account can take `demand`, or refuses it.
+    pub async fn acquire(self: &Arc<Self>, demand: Demand) -> Result<Reservation, Refusal> {
+        let deadline = demand.deadline;
+        let (sender, mut receiver) = oneshot::channel();
+        let (key, cost) = {
+            let mut state = self.lock();
+            let now = Instant::now();
+            let cost = state.cost_of(&demand);
+            state.refuse_hopeless(&self.provider, cost)?;
+            if state.queue.len() >= self.max_depth {
+                let retry_after = state.next_capacity(&self.provider, cost, now);
+                return Err(Refusal::QueueFull { retry_after });
+            }
+            let key = state.queue.push(Demand { cost, ..demand }, sender);
+            let deliveries = state.dispatch(self, now);
+            drop(state);
+            deliver(deliveries);
+            (key, cost)
+        };
+        let mut waiting = Waiting { lane: self, key: Some(key) };
+        self.timer.notify_one();
+        tokio::select! {
+            grant = &mut receiver => {
+                waiting.key = None;
+                grant.unwrap_or(Err(Refusal::NoUsableKey))
+            }
+            () = sleep_until(deadline) => {
+                if waiting.leave() {
+                    let retry_after = self.lock().next_capacity(&self.provider, cost, Instant::now());
+                    Err(Refusal::Deadline { retry_after })
+                } else {
+                    // Granted in the instant the deadline passed: use it.
+                    receiver.try_recv().unwrap_or(Err(Refusal::NoUsableKey))
+                }
+            }
+        }
+    }
+
+    /// Runs `change` on the lane's state, then serves whoever now fits.
+    pub(super) fn update(self: &Arc<Self>, change: impl FnOnce(&mut LaneState, Instant)) {
+        let mut state = self.lock();
+        let now = Instant::now();
+        change(&mut state, now);
+        let deliveries = state.dispatch(self, now);
+        drop(state);
+        deliver(deliveries);
+        self.timer.notify_one();
+    }
+
+    /// The provider reported its view of an account's limits.
+    pub fn sync(self: &Arc<Self>, account: usize, reports: &[HeaderReport]) {
+        if reports.is_empty() {
+            return;
+        }
+        self.update(|state, now| state.budgets[account].sync(reports, now));
+    }
+
+    /// A 429: the account rests for `wait` (plus the safety margin, so the retry cannot arrive a
+    /// hair before the provider's own reset); `limit` is what the body said about the limit hit.
+    pub fn rate_limited(
+        self: &Arc<Self>,
+        account: usize,
+        wait: Duration,
+        limit: Option<(Dimension, u64)>,
+    ) {
+        let margin = self.provider.windows.margin;
+        self.update(|state, now| {
+            let budget = &mut state.budgets[account];
+            budget.cool(now + wait + margin);
+            if let Some((dimension, limit)) = limit {
+                budget.learn(dimension, limit);
+            }
+        });
+    }
+
+    /// When capacity for `demand` is expected, if ever.
+    pub fn expected_wait(&self, demand: &Demand) -> Option<Duration> {
+        let mut state = self.lock();
+        let cost = state.cost_of(demand);
+        state.next_capacity(&self.provider, cost, Instant::now())
+    }
+
+    /// Serves or refuses waiters after keys changed state.
+    pub fn poke(self: &Arc<Self>) {
+        self.update(|_, _| {});
+    }
+
+    /// Known limits of each account for this model (in account order).
+    pub fn limits(&self) -> Vec<[Option<u64>; 4]> {
+        self.lock().budgets.iter().map(Budget::limits).collect()
+    }
+
+    /// Requests waiting now.
+    pub fn depth(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    /// Wakes the lane when capacity returns with time.
+    async fn run_timer(self: Arc<Self>) {
+        loop {
+            let next_wake = self.lock().next_wake;
+            match next_wake {
+                Some(at) => {
+                    tokio::select! {
+                        () = sleep_until(at) => {}
+                        () = self.timer.notified() => continue,
+                    }
+                }
+                None => {
+                    self.timer.notified().await;
+                    continue;
+                }
+            }
+            let mut state = self.lock();
+            let deliveries = state.dispatch(&self, Instant::now());
+            drop(state);
+            deliver(deliveries);
+        }
+    }
+}
+
+fn deliver(deliveries: Deliveries) {
+    for (sender, grant) in deliveries {
+        // A receiver that is gone returns the grant; dropping it releases the reservation.
+        drop(sender.send(grant));
+    }
+}
+
+/// Removes a waiter from the queue if its request goes away (deadline or client disconnect).
+struct Waiting<'a> {
+    lane: &'a Arc<Lane>,
+    key: Option<WaitKey>,
+}
+
+impl Waiting<'_> {
+    /// Leaves the queue; false if the waiter was already served.
+    fn leave(&mut self) -> bool {
+        let Some(key) = self.key.take() else { return false };
+        let removed = self.lane.lock().queue.remove(key).is_some();
+        // The waiter may have been what held the others back (a large request at the head).
+        self.lane.poke();
+        removed
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+impl LaneState {
+    /// The cost of a demand with this lane's token correction applied.
+    fn cost_of(&self, demand: &Demand) -> Cost {
+        if demand.cost.tokens == 0 && demand.prompt_estimate == 0 && demand.output_budget == 0 {
+            return demand.cost;
+        }
+        Cost {
+            requests: demand.cost.requests,
+            tokens: self.correction.apply(demand.prompt_estimate) + demand.output_budget,
+        }
+    }
+
+    /// Refuses at once what waiting cannot help: no usable key, or a cost above every account's
+    /// limit.
+    fn refuse_hopeless(&self, provider: &Provider, cost: Cost) -> Result<(), Refusal> {
+        let mut usable = self.usable_accounts(provider).peekable();
+        if usable.peek().is_none() {
+            return Err(Refusal::NoUsableKey);
+        }
+        let mut smallest: Option<(Dimension, u64)> = None;
+        for index in usable {
+            match self.budgets[index].never_fits(cost) {
+                None => return Ok(()),
+                Some(found) => {
+                    smallest =
+                        Some(smallest.map_or(found, |s| if found.1 > s.1 { found } else { s }))
+                }
+            }
+        }
+        let (dimension, limit) = smallest.unwrap_or((Dimension::Tpm, 0));
+        Err(Refusal::TooLarge { dimension, limit, needed: cost.of(dimension) })
+    }
+
+    fn usable_accounts<'a>(&self, provider: &'a Provider) -> impl Iterator<Item = usize> + 'a {
+        provider.accounts().iter().enumerate().filter(|(_, a)| a.has_enabled_key()).map(|(i, _)| i)
+    }
+
+    /// When capacity for `cost` is expected, if ever.
+    pub(super) fn next_capacity(
+        &mut self,
+        provider: &Provider,
+        cost: Cost,
+        now: Instant,
+    ) -> Option<Duration> {
+        let usable: Vec<usize> = self.usable_accounts(provider).collect();
+        usable.into_iter().filter_map(|i| self.budgets[i].wait_for(cost, now)).min()
+    }
+
+    /// The account with the most headroom that can take `cost` now (ties rotate).
+    fn pick(&mut self, provider: &Provider, cost: Cost, now: Instant) -> Option<usize> {
+        let count = self.budgets.len();
+        self.next_account = (self.next_account + 1) % count.max(1);
+        let start = self.next_account;
+        let mut best: Option<(f64, usize)> = None;
+        for offset in 0..count {
+            let index = (start + offset) % count;
+            if !provider.accounts()[index].has_enabled_key() {
+                continue;
+            }
+            let budget = &mut self.budgets[index];
+            if budget.cooling(now) || budget.wait_for(cost, now) != Some(Duration::ZERO) {
+                continue;
+            }
+            let headroom = budget.headroom(cost, now);
+            if best.is_none_or(|(h, _)| headroom > h) {
+                best = Some((headroom, index));
+            }
+        }
+        best.map(|(_, index)| index)
+    }
+
+    /// Serves waiters in order while the first one fits; remembers when to look again.
+    pub(super) fn dispatch(&mut self, lane: &Arc<Lane>, now: Instant) -> Deliveries {
+        let mut deliveries = Vec::new();
+        let provider = Arc::clone(&lane.provider);
+        if self.usable_accounts(&provider).next().is_none() {
+            deliveries.extend(self.queue.drain().map(|w| (w.grant, Err(Refusal::NoUsableKey))));
+            self.next_wake = None;
+            return deliveries;
+        }
+        self.next_wake = None;
+        while let Some(waiter) = self.queue.first() {
+            if waiter.grant.is_closed() {
+                self.queue.pop_first();
+                continue;
+            }
+            let cost = waiter.demand.cost;
+            let Some(account) = self.pick(&provider, cost, now) else {
+                self.next_wake = self.next_capacity(&provider, cost, now).map(|wait| now + wait);
+                break;
+            };
+            let Some(waiter) = self.queue.pop_first() else { break };
+            let Some(key) = provider.accounts()[account].next_enabled_key() else { break };
+            let charges = self.budgets[account].charge(cost, now);
+            let reservation = Reservation::new(
+                Arc::clone(lane),
+                account,
+                key,
+                charges,
+                cost,
+                waiter.demand.prompt_estimate,
+            );
+            deliveries.push((waiter.grant, Ok(reservation)));
+        }
+        deliveries
+    }
+}

@@ -1,0 +1,132 @@
+//! Scheduling: which account a request goes through and when.
+//!
+//! Each (provider, model) is a [`Lane`] holding every account's budget for that model and the
+//! requests waiting for one. A request asks its lane for a [`Reservation`]; it gets one at once if
+//! an account has room for its cost and nobody is queued ahead of it, or waits in a fair queue
+//! (priority, then fair share between clients, then arrival) until capacity appears, its deadline
+//! passes, or its client goes away.
+
+mod budget;
+mod lane;
+mod queue;
+mod reservation;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+pub use lane::Lane;
+pub use queue::ClientId;
+pub use reservation::{Reservation, Usage};
+
+use crate::config::QueueConfig;
+use crate::limits::{Cost, Dimension};
+use crate::pool::Provider;
+
+/// Past this many lanes, requests for further unknown models share one lane per provider, so a
+/// client sending random model names cannot grow memory without bound.
+const MAX_LANES: usize = 4096;
+
+/// What a request asks of a lane.
+#[derive(Debug, Clone, Copy)]
+pub struct Demand {
+    /// Fair-share identity.
+    pub client: ClientId,
+    /// Higher is served first.
+    pub priority: i32,
+    /// Requests and any tokens not derived from the estimate below (filled in by the lane).
+    pub cost: Cost,
+    /// Raw prompt token estimate (the lane applies its correction).
+    pub prompt_estimate: u64,
+    /// `n` × the output budget.
+    pub output_budget: u64,
+    /// When to give up waiting.
+    pub deadline: Instant,
+}
+
+/// Why a lane did not grant capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The cost exceeds `limit` on `dimension` for every account: waiting never helps.
+    TooLarge {
+        /// The binding dimension.
+        dimension: Dimension,
+        /// Its largest limit among the accounts.
+        limit: u64,
+        /// What the request needs of it.
+        needed: u64,
+    },
+    /// Every key is disabled.
+    NoUsableKey,
+    /// Too many requests are waiting already.
+    QueueFull {
+        /// When capacity is expected.
+        retry_after: Option<Duration>,
+    },
+    /// The request's wait limit passed.
+    Deadline {
+        /// When capacity is expected.
+        retry_after: Option<Duration>,
+    },
+}
+
+/// The result a waiter receives.
+pub(crate) type Grant = Result<Reservation, Refusal>;
+
+/// Every lane, created on first use.
+pub struct Scheduler {
+    config: QueueConfig,
+    lanes: RwLock<HashMap<(String, String), Arc<Lane>>>,
+}
+
+impl Scheduler {
+    /// An empty scheduler.
+    pub fn new(config: QueueConfig) -> Self {
+        Self { config, lanes: RwLock::new(HashMap::new()) }
+    }
+
+    /// The lane of `model` at `provider`.
+    pub fn lane(&self, provider: &Arc<Provider>, model: &str) -> Arc<Lane> {
+        let key = (provider.name.clone(), model.to_owned());
+        if let Some(lane) = self.lanes.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Arc::clone(lane);
+        }
+        let mut lanes = self.lanes.write().unwrap_or_else(|e| e.into_inner());
+        let key =
+            if lanes.len() >= MAX_LANES { (provider.name.clone(), String::new()) } else { key };
+        let lane = lanes.entry(key).or_insert_with_key(|(_, model)| {
+            Lane::new(Arc::clone(provider), model, self.config.max_depth)
+        });
+        Arc::clone(lane)
+    }
+
+    /// Every lane of `provider` re-checks its waiters (after keys were disabled or enabled).
+    pub fn poke(&self, provider: &Provider) {
+        let lanes: Vec<Arc<Lane>> = self
+            .lanes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|((name, _), _)| *name == provider.name)
+            .map(|(_, lane)| Arc::clone(lane))
+            .collect();
+        for lane in lanes {
+            lane.poke();
+        }
+    }
+
+    /// Requests waiting in every lane.
+    pub fn depth(&self) -> usize {
+        self.lanes.read().unwrap_or_else(|e| e.into_inner()).values().map(|l| l.depth()).sum()
+    }
+
+    /// The queue settings.
+    pub fn config(&self) -> &QueueConfig {
+        &self.config
+    }
+}
+
+#[cfg(test)]
+mod tests;

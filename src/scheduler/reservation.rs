@@ -1,0 +1,101 @@
+//! The capacity a request holds while it is upstream: an account, a key, and one charge per
+//! dimension. Settled with the real usage when the answer is done; refunded when the provider did
+//! not count the request; kept at the estimate if it is dropped (cancelled mid-stream), since the
+//! provider probably counted it.
+
+use std::sync::Arc;
+
+use super::budget::Charges;
+use super::lane::Lane;
+use crate::limits::Cost;
+
+/// Token usage a provider reported for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// `usage.prompt_tokens`.
+    pub prompt_tokens: u64,
+    /// `usage.completion_tokens`.
+    pub completion_tokens: u64,
+}
+
+/// Capacity granted to one attempt.
+pub struct Reservation {
+    lane: Arc<Lane>,
+    account: usize,
+    key: usize,
+    charges: Charges,
+    cost: Cost,
+    prompt_estimate: u64,
+}
+
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation")
+            .field("model", &self.lane.model())
+            .field("account", &self.account)
+            .field("cost", &self.cost)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reservation {
+    pub(super) fn new(
+        lane: Arc<Lane>,
+        account: usize,
+        key: usize,
+        charges: Charges,
+        cost: Cost,
+        prompt_estimate: u64,
+    ) -> Self {
+        Self { lane, account, key, charges, cost, prompt_estimate }
+    }
+
+    /// Index of the account in its provider.
+    pub fn account(&self) -> usize {
+        self.account
+    }
+
+    /// Index of the key in its account.
+    pub fn key(&self) -> usize {
+        self.key
+    }
+
+    /// The lane the capacity came from.
+    pub fn lane(&self) -> &Arc<Lane> {
+        &self.lane
+    }
+
+    /// What was reserved.
+    pub fn cost(&self) -> Cost {
+        self.cost
+    }
+
+    /// The request is done: replace the estimate with `usage` and learn from the difference.
+    pub fn settle(self, usage: Usage) {
+        let used = Cost {
+            requests: self.cost.requests,
+            tokens: usage.prompt_tokens + usage.completion_tokens,
+        };
+        let (account, charges, estimate) = (self.account, self.charges, self.prompt_estimate);
+        self.lane.update(|state, _| {
+            state.budgets[account].settle(&charges, used);
+            state.correction.observe(estimate, usage.prompt_tokens);
+        });
+    }
+
+    /// The provider did not count the request (429, 5xx, dead key): give everything back.
+    pub fn refund(self) {
+        self.settle_to(Cost::default());
+    }
+
+    /// The provider counted the request but no tokens (a rejected request).
+    pub fn refund_tokens(self) {
+        let requests = self.cost.requests;
+        self.settle_to(Cost { requests, tokens: 0 });
+    }
+
+    fn settle_to(self, used: Cost) {
+        let (account, charges) = (self.account, self.charges);
+        self.lane.update(|state, _| state.budgets[account].settle(&charges, used));
+    }
+}

@@ -233,6 +233,7 @@ impl Upstream<'_> {
             }
             Ok(Ok(answer)) => answer,
         };
+        reservation.answered();
         self.lane.sync(account_index, &read_headers(provider.kind, answer.headers()));
         if answer.status().is_success() {
             return Attempt::Done(relay(answer, self.request.peek.stream, reservation));

@@ -100,7 +100,8 @@ impl UsageTap {
         }
     }
 
-    /// The body ended cleanly: settle with what was seen.
+    /// The body ended (or was dropped: hyper stops polling a body once its content-length is
+    /// written, and a client may disconnect): settle with what was seen.
     pub(super) fn finish(&mut self) {
         if !self.sse {
             self.usage = json_tail_usage(&self.buffer);
@@ -111,6 +112,12 @@ impl UsageTap {
             // No usage reported: the estimate stands, so pacing stays on the safe side.
             None => drop(reservation),
         }
+    }
+}
+
+impl Drop for UsageTap {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 

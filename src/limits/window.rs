@@ -13,6 +13,9 @@ pub struct ChargeId(u64);
 struct Charge {
     at: Instant,
     amount: u64,
+    /// The larger of the estimate and the settled amount: what a provider may still be counting
+    /// for this request while its own settlement lags behind keyrelay's.
+    ceiling: u64,
     id: ChargeId,
 }
 
@@ -24,6 +27,7 @@ pub struct SlidingWindow {
     window: Duration,
     charges: VecDeque<Charge>,
     used: u64,
+    ceiling: u64,
     external: u64,
     external_until: Option<Instant>,
     next_id: u64,
@@ -36,6 +40,7 @@ impl SlidingWindow {
             window,
             charges: VecDeque::new(),
             used: 0,
+            ceiling: 0,
             external: 0,
             external_until: None,
             next_id: 0,
@@ -48,6 +53,7 @@ impl SlidingWindow {
                 break;
             }
             self.used -= oldest.amount;
+            self.ceiling -= oldest.ceiling;
             self.charges.pop_front();
         }
         if self.external_until.is_some_and(|until| until <= now) {
@@ -68,17 +74,39 @@ impl SlidingWindow {
         let id = ChargeId(self.next_id);
         self.next_id += 1;
         self.used += amount;
-        self.charges.push_back(Charge { at: now, amount, id });
+        self.ceiling += amount;
+        self.charges.push_back(Charge { at: now, amount, ceiling: amount, id });
         id
     }
 
     /// Changes a charge's amount (settling an estimate with real usage). A charge that already
     /// left the window is no longer counted, so settling it changes nothing.
     pub fn settle(&mut self, id: ChargeId, amount: u64) {
-        let Ok(index) = self.charges.binary_search_by_key(&id, |c| c.id) else { return };
-        let charge = &mut self.charges[index];
-        self.used = self.used - charge.amount + amount;
-        charge.amount = amount;
+        let Some(charge) = self.find(id) else { return };
+        let previous = std::mem::replace(&mut charge.amount, amount);
+        let previous_ceiling = charge.ceiling;
+        charge.ceiling = charge.ceiling.max(amount);
+        let ceiling = charge.ceiling;
+        self.used = self.used - previous + amount;
+        self.ceiling = self.ceiling - previous_ceiling + ceiling;
+    }
+
+    /// Moves a charge to `now`: the provider answered, so it has surely counted the request by
+    /// now, and the slot must stay taken for a whole window from here, however long the request
+    /// took to reach it.
+    pub fn restamp(&mut self, id: ChargeId, now: Instant) {
+        let Some(index) = self.charges.iter().rposition(|c| c.id == id) else { return };
+        if let Some(mut charge) = self.charges.remove(index) {
+            charge.at = charge.at.max(now);
+            let position =
+                self.charges.iter().rposition(|c| c.at <= charge.at).map_or(0, |i| i + 1);
+            self.charges.insert(position, charge);
+        }
+    }
+
+    /// Recent charges are at the back, and settling happens soon after charging.
+    fn find(&mut self, id: ChargeId) -> Option<&mut Charge> {
+        self.charges.iter_mut().rev().find(|c| c.id == id)
     }
 
     /// How long until `amount` more fits under `limit`; `None` if it never can.
@@ -120,11 +148,12 @@ impl SlidingWindow {
     }
 
     /// Re-syncs with the provider's view: it reports `provider_used` now, and that it is back to
-    /// zero after `reset`. Only usage beyond keyrelay's own is added; a provider reporting less
-    /// than keyrelay counted does not loosen the window.
+    /// zero after `reset`. Only usage beyond what keyrelay itself may have caused (its charges at
+    /// their estimates, since the provider settles later than keyrelay) is added; a provider
+    /// reporting less than keyrelay counted does not loosen the window.
     pub fn sync(&mut self, provider_used: u64, reset: Duration, now: Instant) {
         self.expire(now);
-        self.external = provider_used.saturating_sub(self.used);
+        self.external = provider_used.saturating_sub(self.ceiling);
         self.external_until = (self.external > 0).then_some(now + reset);
     }
 }
@@ -167,6 +196,18 @@ mod tests {
     }
 
     #[test]
+    fn a_restamped_charge_holds_its_slot_a_window_from_the_answer() {
+        let start = Instant::now();
+        let mut window = SlidingWindow::new(MINUTE);
+        let slow = window.charge(1, start);
+        window.charge(1, start + Duration::from_secs(1));
+        window.restamp(slow, start + Duration::from_secs(5));
+        window.settle(slow, 2);
+        assert_eq!(window.used(start + Duration::from_secs(61)), 2, "only the fast one left");
+        assert_eq!(window.used(start + Duration::from_secs(65)), 0);
+    }
+
+    #[test]
     fn provider_usage_beyond_ours_holds_until_its_reset() {
         let now = Instant::now();
         let mut window = SlidingWindow::new(MINUTE);
@@ -177,6 +218,13 @@ mod tests {
         assert_eq!(window.used(now + Duration::from_secs(5)), 10);
         window.sync(3, Duration::from_secs(5), now);
         assert_eq!(window.used(now), 10, "a provider reporting less does not loosen the window");
+
+        // A provider that has not yet settled what keyrelay settled is not foreign usage.
+        let mut window = SlidingWindow::new(MINUTE);
+        let id = window.charge(500, now);
+        window.settle(id, 200);
+        window.sync(500, Duration::from_secs(60), now);
+        assert_eq!(window.used(now), 200);
 
         // When an own charge expires before the external term, waiting for it is enough.
         let mut window = SlidingWindow::new(MINUTE);

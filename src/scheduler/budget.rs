@@ -74,6 +74,13 @@ impl Budget {
         }
     }
 
+    /// The provider has answered: its count of this request is at `now` at the latest.
+    pub(super) fn restamp(&mut self, charges: &Charges, now: Instant) {
+        for dimension in Dimension::ALL {
+            self.windows[dimension.index()].restamp(charges[dimension.index()], now);
+        }
+    }
+
     pub(super) fn cool(&mut self, until: Instant) {
         self.cooling_until = Some(self.cooling_until.map_or(until, |u| u.max(until)));
     }

@@ -70,6 +70,14 @@ impl Reservation {
         self.cost
     }
 
+    /// The provider's answer arrived: the request's slots count from now, since the provider may
+    /// have counted it any time up to now (see `SlidingWindow::restamp`).
+    pub fn answered(&self) {
+        let (account, charges) = (self.account, self.charges);
+        let mut state = self.lane.lock();
+        state.budgets[account].restamp(&charges, tokio::time::Instant::now());
+    }
+
     /// The request is done: replace the estimate with `usage` and learn from the difference.
     pub fn settle(self, usage: Usage) {
         let used = Cost {

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 /// A keyrelay instance serving on `127.0.0.1:0`; stops when dropped.
 pub struct Proxy {
     pub addr: SocketAddr,
+    pub state: keyrelay::AppState,
     _stop: oneshot::Sender<()>,
 }
 
@@ -26,10 +27,16 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(keyrelay::serve(listener, config, async {
-            let _ = stopped.await;
-        }));
-        Proxy { addr, _stop: stop }
+        let state = keyrelay::AppState::new(config).unwrap();
+        let app = keyrelay::router(state.clone());
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Proxy { addr, state, _stop: stop }
     }
 
     /// `http://127.0.0.1:PORT/v1`
@@ -77,8 +84,14 @@ pub async fn mock_and_proxy(keys: &[&str], mock: MockConfig) -> (MockServer, Pro
     (mock, proxy)
 }
 
+thread_local! {
+    /// Building a client loads TLS roots (slow in debug builds); each test runs on its own thread
+    /// and runtime, so one client per thread is shared by its requests.
+    static CLIENT: reqwest::Client = reqwest::Client::builder().build().unwrap();
+}
+
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().build().unwrap()
+    CLIENT.with(Clone::clone)
 }
 
 pub fn chat_body(model: &str, stream: bool) -> String {

@@ -23,6 +23,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
 use crate::error::ProxyError;
+use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::routes;
 use crate::scheduler::Scheduler;
@@ -39,6 +40,7 @@ struct Inner {
     config: Config,
     pool: Pool,
     scheduler: Scheduler,
+    metrics: Metrics,
     client: reqwest::Client,
 }
 
@@ -54,8 +56,9 @@ impl AppState {
         let client = crate::forward::client(connect_timeout)?;
         let pool = Pool::new(&config);
         let scheduler = Scheduler::new(config.queue.clone());
+        let metrics = Metrics::new(config.model_names());
         crate::tokens::warm_up();
-        Ok(Self { inner: Arc::new(Inner { config, pool, scheduler, client }) })
+        Ok(Self { inner: Arc::new(Inner { config, pool, scheduler, metrics, client }) })
     }
 
     /// The running configuration.
@@ -71,6 +74,11 @@ impl AppState {
     /// The lanes and their wait queues.
     pub fn scheduler(&self) -> &Scheduler {
         &self.inner.scheduler
+    }
+
+    /// The metrics registry and handles.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// The shared upstream HTTP client.
@@ -104,6 +112,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
+        .route("/metrics", get(routes::metrics))
         .route("/v1/{*rest}", any(routes::proxy))
         .route("/openai/v1/{*rest}", any(routes::proxy))
         .fallback(routes::not_found)

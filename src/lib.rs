@@ -15,6 +15,7 @@ pub mod duration;
 pub mod error;
 pub mod forward;
 pub mod limits;
+pub mod metrics;
 pub mod mock;
 pub mod openai;
 pub mod pool;

@@ -60,6 +60,12 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// Prometheus scrape endpoint.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.metrics().render(state.pool(), state.scheduler());
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+}
+
 /// Anything outside the OpenAI surface.
 pub async fn not_found(request: Request) -> Response {
     ProxyError::NotFound { path: request.uri().path().to_owned() }.into_response()

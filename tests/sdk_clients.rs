@@ -9,20 +9,8 @@ mod common;
 
 use std::process::Command;
 
-use common::mock_and_proxy;
+use common::{mock_and_proxy, sdk_python};
 use keyrelay::mock::{MockConfig, MockLimits};
-
-fn sdk_python() -> Option<String> {
-    let python = std::env::var("KEYRELAY_SDK_PYTHON").ok().filter(|p| !p.is_empty());
-    if python.is_none() {
-        assert!(
-            std::env::var("KEYRELAY_REQUIRE_SDK").as_deref() != Ok("1"),
-            "KEYRELAY_SDK_PYTHON is not set: run scripts/test.sh, which installs the SDKs"
-        );
-        eprintln!("skipped: KEYRELAY_SDK_PYTHON not set (scripts/test.sh sets it)");
-    }
-    python
-}
 
 #[tokio::test]
 async fn official_openai_python_sdk_works_through_keyrelay() {

@@ -221,6 +221,19 @@ impl Config {
         validate::validate(raw, env)
     }
 
+    /// Model names the config mentions (limits and exact routing patterns), for metric labels.
+    pub fn model_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for provider in &self.providers {
+            names.extend(provider.limits.keys().cloned());
+            names.extend(provider.models.iter().filter(|m| !m.ends_with('*')).cloned());
+            for account in &provider.accounts {
+                names.extend(account.limits.keys().cloned());
+            }
+        }
+        names
+    }
+
     /// Parses config text (as if read from `origin`); used by `load` and by tests.
     pub fn from_toml(
         text: &str,

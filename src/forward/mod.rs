@@ -31,9 +31,12 @@ use tokio::time::{Instant, timeout_at};
 
 use crate::app::AppState;
 use crate::error::{ProxyError, Shed};
-use crate::limits::read_headers;
+use crate::limits::{Dimension, read_headers};
+use crate::metrics::{
+    ModelLabels, RateLimitLabels, RequestLabels, RetryLabels, ShedLabels, UpstreamLabels,
+};
 use crate::openai::RequestPeek;
-use crate::pool::Provider;
+use crate::pool::{Account, Key, Provider};
 use crate::scheduler::{Lane, Refusal, Reservation};
 use classify::Verdict;
 use relay::Relay;
@@ -95,12 +98,25 @@ enum Attempt {
 /// Forwards `request` and returns the client's answer, with the time it queued in
 /// `x-keyrelay-queue-ms`.
 pub async fn forward(state: &AppState, request: ProxyRequest) -> Response {
+    let started = Instant::now();
+    let metrics = state.metrics();
+    let model = metrics.model_label(request.peek.model.as_deref().unwrap_or("none"));
     let mut queued = Duration::ZERO;
-    let mut response = match forward_with_retries(state, &request, &mut queued).await {
+    let mut response = match forward_with_retries(state, &request, &model, &mut queued).await {
         Ok(response) => response,
-        Err(error) => error.into_response(),
+        Err(error) => {
+            if matches!(error, ProxyError::NoCapacity { .. } | ProxyError::TooLarge { .. }) {
+                let labels = ShedLabels { model: model.clone(), reason: error.kind() };
+                metrics.shed.get_or_create(&labels).inc();
+            }
+            error.into_response()
+        }
     };
     set_queue_ms(&mut response, queued);
+    let status = response.status().as_u16();
+    metrics.requests.get_or_create(&RequestLabels { model: model.clone(), status }).inc();
+    let labels = ModelLabels { model };
+    metrics.request_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
     response
 }
 
@@ -113,6 +129,7 @@ pub fn set_queue_ms(response: &mut Response, queued: Duration) {
 async fn forward_with_retries(
     state: &AppState,
     request: &ProxyRequest,
+    model_label: &str,
     queued: &mut Duration,
 ) -> Result<Response, ProxyError> {
     let model = request.peek.model.as_deref();
@@ -134,6 +151,7 @@ async fn forward_with_retries(
         provider,
         lane: &lane,
         request,
+        model_label,
         url: format!("{}{}", provider.base_url, request.path_and_query),
         headers: headers::upstream_request(&request.headers),
         deadline,
@@ -147,6 +165,8 @@ async fn forward_with_retries(
         let granted = lane.acquire(demand).await;
         *queued += waiting.elapsed();
         let reservation = granted.map_err(|refusal| refused(refusal, model))?;
+        let labels = ModelLabels { model: model_label.to_owned() };
+        state.metrics().queue_wait.get_or_create(&labels).observe(waiting.elapsed().as_secs_f64());
         let failure = match upstream.attempt(reservation).await {
             Attempt::Done(response) => return Ok(response),
             Attempt::Rotate if attempts < max_attempts => continue,
@@ -171,6 +191,7 @@ async fn forward_with_retries(
                 Failure::Timeout => Err(ProxyError::UpstreamTimeout { attempts }),
             };
         }
+        state.metrics().retries.get_or_create(&RetryLabels { reason: "transient" }).inc();
         tracing::debug!(provider = %provider.name, retry = retries, pause_ms = pause.as_millis() as u64, "Transient upstream failure; backing off");
         tokio::time::sleep(pause).await;
     }
@@ -201,6 +222,7 @@ struct Upstream<'a> {
     provider: &'a Arc<Provider>,
     lane: &'a Arc<Lane>,
     request: &'a ProxyRequest,
+    model_label: &'a str,
     url: String,
     headers: HeaderMap,
     deadline: Instant,
@@ -221,8 +243,11 @@ impl Upstream<'_> {
             .header(header::AUTHORIZATION, key.secret.authorization().clone())
             .body(self.request.body.clone())
             .send();
-        let head_deadline = self.deadline.min(Instant::now() + provider.response_timeout);
-        let answer = match timeout_at(head_deadline, send).await {
+        let sent = Instant::now();
+        let head_deadline = self.deadline.min(sent + provider.response_timeout);
+        let outcome = timeout_at(head_deadline, send).await;
+        self.record_upstream(account, key, &outcome, sent);
+        let answer = match outcome {
             // The provider may have counted a request that timed out: the estimate stands.
             Err(_) => return Attempt::Failed(Failure::Timeout),
             Ok(Err(error)) if error.is_timeout() => return Attempt::Failed(Failure::Timeout),
@@ -243,11 +268,21 @@ impl Upstream<'_> {
             Verdict::RateLimited { wait, limit, dimension } => {
                 self.lane.rate_limited(account_index, wait, limit);
                 reservation.refund();
+                let metrics = self.state.metrics();
+                let labels = RateLimitLabels {
+                    account: account.name.clone(),
+                    model: self.model_label.to_owned(),
+                    dimension: dimension.map_or("unknown", Dimension::as_str),
+                };
+                metrics.rate_limits.get_or_create(&labels).inc();
+                metrics.retries.get_or_create(&RetryLabels { reason: "rate_limited" }).inc();
                 tracing::info!(provider = %provider.name, account = %account.name, key = %key.alias, model = self.lane.model(), dimension = dimension.map(|d| d.as_str()), wait_ms = wait.as_millis() as u64, "Upstream rate limit; account cooling, rotating");
                 Attempt::Rotate
             }
             Verdict::KeyDead(reason) => {
                 reservation.refund();
+                let labels = RetryLabels { reason: "key_disabled" };
+                self.state.metrics().retries.get_or_create(&labels).inc();
                 if key.disable(reason) {
                     tracing::warn!(provider = %provider.name, account = %account.name, key = %key.alias, reason = reason.as_str(), status = status.as_u16(), "Upstream key disabled");
                     self.state.scheduler().poke(provider);
@@ -263,6 +298,32 @@ impl Upstream<'_> {
                 Attempt::Done(answer_response(status, headers, prefix, rest))
             }
         }
+    }
+}
+
+impl Upstream<'_> {
+    /// Counts an upstream answer (status 0 when none came) and its latency.
+    fn record_upstream<T>(
+        &self,
+        account: &Account,
+        key: &Key,
+        outcome: &Result<reqwest::Result<reqwest::Response>, T>,
+        sent: Instant,
+    ) {
+        let metrics = self.state.metrics();
+        let status = match outcome {
+            Ok(Ok(answer)) => answer.status().as_u16(),
+            _ => 0,
+        };
+        let labels = UpstreamLabels {
+            provider: self.provider.name.clone(),
+            account: account.name.clone(),
+            key: key.alias.clone(),
+            status,
+        };
+        metrics.upstream_responses.get_or_create(&labels).inc();
+        let labels = ModelLabels { model: self.model_label.to_owned() };
+        metrics.upstream_latency.get_or_create(&labels).observe(sent.elapsed().as_secs_f64());
     }
 }
 

@@ -117,6 +117,15 @@ impl Scheduler {
         }
     }
 
+    /// Requests waiting per lane: (provider, model, depth).
+    pub fn depths(&self) -> Vec<(String, String, usize)> {
+        let lanes = self.lanes.read().unwrap_or_else(|e| e.into_inner());
+        lanes
+            .iter()
+            .map(|((provider, model), lane)| (provider.clone(), model.clone(), lane.depth()))
+            .collect()
+    }
+
     /// Requests waiting in every lane.
     pub fn depth(&self) -> usize {
         self.lanes.read().unwrap_or_else(|e| e.into_inner()).values().map(|l| l.depth()).sum()

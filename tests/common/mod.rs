@@ -77,7 +77,7 @@ pub fn groq_config_with(
 pub async fn mock_and_proxy(keys: &[&str], mock: MockConfig) -> (MockServer, Proxy) {
     let mock = MockServer::start(mock).await.unwrap();
     let accounts: Vec<(String, Vec<&str>)> =
-        keys.iter().map(|k| (format!("acct-{k}"), vec![*k])).collect();
+        keys.iter().enumerate().map(|(i, k)| (format!("acct-{}", i + 1), vec![*k])).collect();
     let accounts: Vec<(&str, &[&str])> =
         accounts.iter().map(|(n, k)| (n.as_str(), k.as_slice())).collect();
     let proxy = Proxy::start(&groq_config(&mock.base_url(), &accounts, "")).await;
@@ -129,4 +129,70 @@ pub async fn chat_with(
 /// Count of answers with `status` the mock gave to `key`.
 pub fn mock_count(mock: &MockServer, key: &str, status: u16) -> u64 {
     mock.stats().by_key.get(key).and_then(|s| s.get(&status)).copied().unwrap_or(0)
+}
+
+/// The SDK virtual environment's python, if `scripts/test.sh` set it up. With
+/// `KEYRELAY_REQUIRE_SDK=1` (set there and in CI) its absence fails the test instead of skipping.
+pub fn sdk_python() -> Option<String> {
+    let python = std::env::var("KEYRELAY_SDK_PYTHON").ok().filter(|p| !p.is_empty());
+    if python.is_none() {
+        assert!(
+            std::env::var("KEYRELAY_REQUIRE_SDK").as_deref() != Ok("1"),
+            "KEYRELAY_SDK_PYTHON is not set: run scripts/test.sh, which installs the SDKs"
+        );
+        eprintln!("skipped: KEYRELAY_SDK_PYTHON not set (scripts/test.sh sets it)");
+    }
+    python
+}
+
+/// One sample of a scrape, as the Prometheus project's parser read it.
+#[derive(Debug, serde::Deserialize)]
+pub struct Sample {
+    pub family: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// Scrapes `/metrics` and parses it with the Prometheus Python client's OpenMetrics parser.
+pub async fn scrape(python: &str, addr: SocketAddr) -> (String, Vec<Sample>) {
+    use std::io::Write;
+    let response = client().get(format!("http://{addr}/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+    let text = response.text().await.unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/parse_metrics.py");
+    let mut child = std::process::Command::new(python)
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "parser rejected the scrape: {}\n{text}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let samples = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    (text, samples)
+}
+
+/// The value of the sample `name` whose labels include every pair in `labels`, summed.
+pub fn sample_sum(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.name == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+        .map(|s| s.value)
+        .sum()
 }

@@ -332,3 +332,31 @@ async fn a_slow_upstream_is_a_504() {
     assert_eq!(status, 504);
     assert_eq!(json["error"]["code"], "upstream_timeout");
 }
+
+#[tokio::test]
+async fn openai_style_streams_are_asked_for_usage_without_the_client_seeing_it() {
+    let mock = MockServer::start(unlimited()).await.unwrap();
+    let config = groq_config(&mock.base_url(), &[("a", &["key-a"])], "")
+        .replace("kind = \"groq\"", "kind = \"openai\"\nmodels = [\"*\"]");
+    let proxy = Proxy::start(&config).await;
+    let stream = |body: String| async {
+        let response = client()
+            .post(format!("{}/chat/completions", proxy.url()))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        String::from_utf8(response.bytes().await.unwrap().to_vec()).unwrap()
+    };
+    let text = stream(chat_body(MODEL, true)).await;
+    let sent: serde_json::Value = serde_json::from_slice(&mock.requests()[0].body).unwrap();
+    assert_eq!(sent["stream_options"]["include_usage"], true, "keyrelay asked for usage");
+    assert!(!text.contains("\"choices\":[]"), "the client did not ask for the usage chunk: {text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"));
+
+    let asked = r#"{"model":"llama-3.1-8b-instant","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}"#;
+    let text = stream(asked.to_owned()).await;
+    assert!(text.contains("\"choices\":[]"), "a client that asked gets its usage chunk");
+    assert_eq!(&mock.requests()[1].body[..], asked.as_bytes(), "its body is forwarded untouched");
+}

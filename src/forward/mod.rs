@@ -146,6 +146,8 @@ async fn forward_with_retries(
         &request.peek,
         deadline,
     );
+    let (body, drops_usage_events) =
+        usage::ask_for_stream_usage(provider.kind, path, &request.peek, &request.body);
     let upstream = Upstream {
         state,
         provider,
@@ -154,6 +156,8 @@ async fn forward_with_retries(
         model_label,
         url: format!("{}{}", provider.base_url, request.path_and_query),
         headers: headers::upstream_request(&request.headers),
+        body,
+        drops_usage_events,
         deadline,
     };
     // Rotation is bounded too, so an upstream that rejects every key without a wait still ends.
@@ -225,6 +229,9 @@ struct Upstream<'a> {
     model_label: &'a str,
     url: String,
     headers: HeaderMap,
+    /// The body as sent upstream (the client's bytes, unless stream usage was asked for).
+    body: Bytes,
+    drops_usage_events: bool,
     deadline: Instant,
 }
 
@@ -241,7 +248,7 @@ impl Upstream<'_> {
             .request(self.request.method.clone(), &self.url)
             .headers(self.headers.clone())
             .header(header::AUTHORIZATION, key.secret.authorization().clone())
-            .body(self.request.body.clone())
+            .body(self.body.clone())
             .send();
         let sent = Instant::now();
         let head_deadline = self.deadline.min(sent + provider.response_timeout);
@@ -261,7 +268,8 @@ impl Upstream<'_> {
         reservation.answered();
         self.lane.sync(account_index, &read_headers(provider.kind, answer.headers()));
         if answer.status().is_success() {
-            return Attempt::Done(relay(answer, self.request.peek.stream, reservation));
+            let drops = self.drops_usage_events;
+            return Attempt::Done(relay(answer, self.request.peek.stream, reservation, drops));
         }
         let (status, headers, prefix, rest) = read_prefix(answer, self.deadline).await;
         match classify::classify(status, &headers, &prefix) {
@@ -350,7 +358,12 @@ async fn read_prefix(
 }
 
 /// A successful answer, relayed as it streams; its usage settles the reservation at the end.
-fn relay(answer: reqwest::Response, requested_stream: bool, reservation: Reservation) -> Response {
+fn relay(
+    answer: reqwest::Response,
+    requested_stream: bool,
+    reservation: Reservation,
+    drop_usage_events: bool,
+) -> Response {
     let sse = requested_stream
         || answer
             .headers()
@@ -360,7 +373,8 @@ fn relay(answer: reqwest::Response, requested_stream: bool, reservation: Reserva
     let status = answer.status();
     let headers = headers::client_response(answer.headers().clone(), sse);
     let tap = UsageTap::new(reservation, sse);
-    let body = Body::from_stream(Relay::new(answer.bytes_stream().boxed(), sse, Some(tap)));
+    let relay = Relay::new(answer.bytes_stream().boxed(), sse, tap, drop_usage_events && sse);
+    let body = Body::from_stream(relay);
     build(status, headers, body)
 }
 

@@ -4,11 +4,51 @@
 //!
 //! When the answer ends the reservation is settled with that usage; without one (an error, or a
 //! provider that reports none) the estimate stands.
+//!
+//! OpenAI-style providers report a stream's usage only when asked (`stream_options.include_usage`),
+//! so keyrelay asks for it on streams whose client did not, and the relay removes the extra usage
+//! chunk again ([`ask_for_stream_usage`]).
 
+use bytes::Bytes;
 use memchr::memmem;
 use serde::Deserialize;
 
+use crate::config::ProviderKind;
+use crate::openai::RequestPeek;
 use crate::scheduler::{Reservation, Usage};
+
+/// The body to send upstream, and whether `include_usage` was added to it (so the client, which
+/// did not ask, must not see the extra usage chunk). Groq reports `x_groq.usage` on every
+/// stream's final chunk, so only OpenAI-style providers are asked.
+pub(super) fn ask_for_stream_usage(
+    kind: ProviderKind,
+    path: &str,
+    peek: &RequestPeek,
+    body: &Bytes,
+) -> (Bytes, bool) {
+    let chat = path.ends_with("/chat/completions") || path.ends_with("/completions");
+    if kind != ProviderKind::OpenAi || !chat || !peek.stream || peek.has_stream_options {
+        return (body.clone(), false);
+    }
+    let Some(open) =
+        body.iter().position(|b| !b.is_ascii_whitespace()).filter(|&i| body[i] == b'{')
+    else {
+        return (body.clone(), false);
+    };
+    const FIELD: &[u8] = br#""stream_options":{"include_usage":true},"#;
+    let mut rewritten = Vec::with_capacity(body.len() + FIELD.len());
+    rewritten.extend_from_slice(&body[..=open]);
+    rewritten.extend_from_slice(FIELD);
+    rewritten.extend_from_slice(&body[open + 1..]);
+    (Bytes::from(rewritten), true)
+}
+
+/// Whether an SSE event is the usage-only chunk `include_usage` adds (`choices: []`, a usage
+/// object).
+pub(super) fn is_usage_only_event(event: &[u8]) -> bool {
+    memmem::find(event, b"\"choices\":[]").is_some()
+        && memmem::find(event, b"\"usage\":{").is_some()
+}
 
 /// How much of a JSON body's end is kept to find `usage` in.
 const TAIL: usize = 16 * 1024;
@@ -57,6 +97,12 @@ pub(super) struct UsageTap {
 impl UsageTap {
     pub(super) fn new(reservation: Reservation, sse: bool) -> Self {
         Self { reservation: Some(reservation), sse, buffer: Vec::new(), usage: None }
+    }
+
+    /// A tap that settles nothing, for tests of what carries it.
+    #[cfg(test)]
+    pub(super) fn detached(sse: bool) -> Self {
+        Self { reservation: None, sse, buffer: Vec::new(), usage: None }
     }
 
     pub(super) fn observe(&mut self, chunk: &[u8]) {
@@ -164,6 +210,34 @@ mod tests {
             b"data: {\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":7},\"choices\":[]}\n\n",
         );
         assert_eq!(tap.usage, Some(Usage { prompt_tokens: 5, completion_tokens: 7 }));
+    }
+
+    #[test]
+    fn asks_openai_providers_for_stream_usage_only_when_the_client_did_not() {
+        let body = Bytes::from_static(br#"{"model":"gpt-4o","stream":true,"messages":[]}"#);
+        let peek = RequestPeek::from_body(None, &body).unwrap();
+        let (sent, asked) =
+            ask_for_stream_usage(ProviderKind::OpenAi, "/chat/completions", &peek, &body);
+        assert!(asked);
+        let value: serde_json::Value = serde_json::from_slice(&sent).unwrap();
+        assert_eq!(value["stream_options"]["include_usage"], true);
+        assert_eq!(value["model"], "gpt-4o");
+
+        let (same, asked) =
+            ask_for_stream_usage(ProviderKind::Groq, "/chat/completions", &peek, &body);
+        assert!(!asked && same == body);
+        let own =
+            Bytes::from_static(br#"{"stream":true,"stream_options":{"include_usage":false}}"#);
+        let peek = RequestPeek::from_body(None, &own).unwrap();
+        assert!(!ask_for_stream_usage(ProviderKind::OpenAi, "/chat/completions", &peek, &own).1);
+    }
+
+    #[test]
+    fn recognises_the_usage_only_chunk() {
+        assert!(is_usage_only_event(
+            br#"data: {"id":"x","choices":[],"usage":{"prompt_tokens":1}}"#
+        ));
+        assert!(!is_usage_only_event(br#"data: {"choices":[{"delta":{}}],"usage":null}"#));
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct RequestPeek {
     pub prompt_tokens: u64,
     /// `stream_options.include_usage` was asked for.
     pub include_usage: bool,
+    /// The body has a `stream_options` object at all.
+    pub has_stream_options: bool,
 }
 
 /// The body claims to be JSON but is not the object an OpenAI endpoint expects.
@@ -158,6 +160,7 @@ impl RequestPeek {
             n: fields.n.unwrap_or(1),
             max_output_tokens: fields.max_completion_tokens.or(fields.max_tokens),
             prompt_tokens: messages + text(fields.prompt) + text(fields.input) + text(fields.tools),
+            has_stream_options: fields.stream_options.is_some(),
             include_usage: fields.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
         })
     }

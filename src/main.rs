@@ -28,12 +28,22 @@ enum Command {
     Serve,
     /// Validate the configuration, report every problem, and exit.
     Check,
+    /// Ask a running keyrelay (at the configured listen address, or `--url`) whether it is alive:
+    /// exit 0 if `/healthz` answers 200 (for container health checks).
+    Health {
+        /// Base URL of the running keyrelay (default: `http://` + the configured listen address).
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     let vars: HashMap<String, String> = std::env::vars().collect();
+    if let Some(Command::Health { url }) = &cli.command {
+        return health(url.clone(), &vars);
+    }
     let config = match Config::load(cli.config.as_deref(), &vars) {
         Ok(config) => config,
         Err(error) => {
@@ -51,6 +61,7 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Command::Health { .. } => ExitCode::SUCCESS,
         Command::Serve => match run(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -73,4 +84,31 @@ fn run(config: Config) -> std::io::Result<()> {
         tracing::info!(%address, "keyrelay listening; point OpenAI clients at http://{address}/v1");
         keyrelay::serve(listener, config, keyrelay::shutdown::signal()).await
     })
+}
+
+/// `keyrelay health`: needs no upstream keys, only where keyrelay listens.
+fn health(url: Option<String>, vars: &HashMap<String, String>) -> ExitCode {
+    let listen = vars.get(env::KEYRELAY_LISTEN).map_or("127.0.0.1:8080", String::as_str);
+    let base = url.unwrap_or_else(|| format!("http://{}", listen.replace("0.0.0.0", "127.0.0.1")));
+    let check = async {
+        let client =
+            reqwest::Client::builder().timeout(std::time::Duration::from_secs(3)).build()?;
+        client.get(format!("{}/healthz", base.trim_end_matches('/'))).send().await
+    };
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|runtime| runtime.block_on(check).map_err(|e| e.without_url().to_string()));
+    match answer {
+        Ok(response) if response.status().is_success() => ExitCode::SUCCESS,
+        Ok(response) => {
+            eprintln!("keyrelay: unhealthy ({})", response.status());
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("keyrelay: unhealthy ({error})");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -141,3 +141,20 @@ fn no_keys_at_all_explains_how_to_start() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("GROQ_API_KEYS"));
 }
+
+#[tokio::test]
+async fn health_subcommand_reports_a_running_keyrelay() {
+    let mock = MockServer::start(MockConfig::orgs_with_limits(&["k"], MockLimits::UNLIMITED))
+        .await
+        .unwrap();
+    let running = start(&[("GROQ_API_KEYS", "k"), ("GROQ_BASE_URL", &mock.base_url())]);
+    let url = format!("http://{}", running.addr);
+    let ok = keyrelay().args(["health", "--url", &url]).output().unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let down = keyrelay().args(["health", "--url", &dead]).output().unwrap();
+    assert_eq!(down.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&down.stderr).contains("unhealthy"));
+}

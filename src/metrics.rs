@@ -28,10 +28,38 @@ const MAX_MODEL_LABELS: usize = 64;
 /// Labels of a client request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
+    /// The OpenAI route (`/v1/chat/completions`…; `other` for the rest).
+    pub route: &'static str,
     /// Model (bounded).
     pub model: String,
+    /// Client name (`anonymous` when keyrelay runs without client keys).
+    pub client: String,
     /// HTTP status.
     pub status: u16,
+}
+
+/// Labels of token counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    /// Client name.
+    pub client: String,
+    /// Model (bounded).
+    pub model: String,
+    /// `prompt` or `completion`.
+    pub kind: &'static str,
+}
+
+/// Labels of what keyrelay knows about an account's limit.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HeadroomLabels {
+    /// Provider name.
+    pub provider: String,
+    /// Account name.
+    pub account: String,
+    /// Model (bounded).
+    pub model: String,
+    /// `rpm`, `rpd`, `tpm` or `tpd`.
+    pub dimension: &'static str,
 }
 
 /// Labels naming a model.
@@ -109,8 +137,15 @@ pub struct Metrics {
     models: Mutex<HashSet<String>>,
     /// `keyrelay_requests_total`
     pub requests: Family<RequestLabels, Counter>,
-    /// `keyrelay_request_duration_seconds`: until the response head is sent.
+    /// `keyrelay_request_duration_seconds`: until the last byte of the answer.
     pub request_duration: Family<ModelLabels, Histogram>,
+    /// `keyrelay_time_to_first_byte_seconds`: until the response head is sent.
+    pub time_to_first_byte: Family<ModelLabels, Histogram>,
+    /// `keyrelay_tokens_total`: usage the providers reported.
+    pub tokens: Family<TokenLabels, Counter>,
+    /// `keyrelay_queued_requests_total`: requests that had to wait for capacity (each one a 429 a
+    /// plain proxy would have passed on).
+    pub queued: Family<ModelLabels, Counter>,
     /// `keyrelay_queue_wait_seconds`
     pub queue_wait: Family<ModelLabels, Histogram>,
     /// `keyrelay_queue_shed_total`
@@ -125,6 +160,8 @@ pub struct Metrics {
     pub retries: Family<RetryLabels, Counter>,
     queue_depth: Family<LaneLabels, Gauge>,
     key_state: Family<KeyLabels, Gauge>,
+    upstream_limit: Family<HeadroomLabels, Gauge>,
+    upstream_remaining: Family<HeadroomLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -147,6 +184,11 @@ impl Metrics {
             models: Mutex::new(models.into_iter().collect()),
             requests: Family::default(),
             request_duration: Family::new_with_constructor(latency_histogram),
+            time_to_first_byte: Family::new_with_constructor(latency_histogram),
+            tokens: Family::default(),
+            queued: Family::default(),
+            upstream_limit: Family::default(),
+            upstream_remaining: Family::default(),
             queue_wait: Family::new_with_constructor(latency_histogram),
             shed: Family::default(),
             upstream_responses: Family::default(),
@@ -160,8 +202,33 @@ impl Metrics {
         registry.register("requests", "Client requests answered", metrics.requests.clone());
         registry.register(
             "request_duration_seconds",
-            "Time from request to response head",
+            "Time from request to the last byte of the answer",
             metrics.request_duration.clone(),
+        );
+        registry.register(
+            "time_to_first_byte_seconds",
+            "Time from request to response head",
+            metrics.time_to_first_byte.clone(),
+        );
+        registry.register(
+            "tokens",
+            "Tokens providers reported, by client and model",
+            metrics.tokens.clone(),
+        );
+        registry.register(
+            "queued_requests",
+            "Requests that waited for capacity instead of failing",
+            metrics.queued.clone(),
+        );
+        registry.register(
+            "upstream_limit",
+            "Known limit per account, model and dimension",
+            metrics.upstream_limit.clone(),
+        );
+        registry.register(
+            "upstream_remaining",
+            "Headroom keyrelay sees per account, model and dimension",
+            metrics.upstream_remaining.clone(),
         );
         registry.register(
             "queue_wait_seconds",
@@ -203,6 +270,29 @@ impl Metrics {
         Self { registry, ..metrics }
     }
 
+    /// The route label of a path after `/v1`.
+    pub fn route_label(path: &str) -> &'static str {
+        const ROUTES: [&str; 13] = [
+            "/chat/completions",
+            "/completions",
+            "/embeddings",
+            "/audio/transcriptions",
+            "/audio/translations",
+            "/audio/speech",
+            "/models",
+            "/files",
+            "/batches",
+            "/responses",
+            "/moderations",
+            "/images/generations",
+            "/rerank",
+        ];
+        ROUTES
+            .iter()
+            .find(|r| path == **r || path.starts_with(&format!("{r}/")))
+            .map_or("other", |r| r)
+    }
+
     /// `model` as a label value: configured and early-seen names as they are, the rest `other`.
     pub fn model_label(&self, model: &str) -> String {
         let mut models = self.models.lock().unwrap_or_else(|e| e.into_inner());
@@ -222,6 +312,24 @@ impl Metrics {
         for (provider, model, depth) in scheduler.depths() {
             let labels = LaneLabels { provider, model: self.model_label(&model) };
             self.queue_depth.get_or_create(&labels).inc_by(depth as i64);
+        }
+        self.upstream_limit.clear();
+        self.upstream_remaining.clear();
+        for (provider, model, accounts) in scheduler.headroom() {
+            for (account, dimension, limit, remaining) in accounts {
+                let labels = HeadroomLabels {
+                    provider: provider.clone(),
+                    account,
+                    model: self.model_label(&model),
+                    dimension: dimension.as_str(),
+                };
+                self.upstream_limit
+                    .get_or_create(&labels)
+                    .set(i64::try_from(limit).unwrap_or(i64::MAX));
+                self.upstream_remaining
+                    .get_or_create(&labels)
+                    .set(i64::try_from(remaining).unwrap_or(i64::MAX));
+            }
         }
         for provider in pool.providers() {
             for account in provider.accounts() {

@@ -51,7 +51,18 @@ async fn metrics_match_what_happened_upstream() {
         1.0
     );
     assert_eq!(sample_sum(&samples, "keyrelay_retries_total", &[("reason", "key_disabled")]), 1.0);
+    let chat_route = [("route", "/chat/completions"), ("client", "anonymous"), ("status", "200")];
+    assert_eq!(sample_sum(&samples, "keyrelay_requests_total", &chat_route), 2.0);
     assert_eq!(sample_sum(&samples, "keyrelay_request_duration_seconds_count", &model), 3.0);
+    assert_eq!(sample_sum(&samples, "keyrelay_time_to_first_byte_seconds_count", &model), 3.0);
+    assert_eq!(sample_sum(&samples, "keyrelay_queued_requests_total", &model), 1.0);
+    let completion = [("model", MODEL), ("client", "anonymous"), ("kind", "completion")];
+    assert_eq!(sample_sum(&samples, "keyrelay_tokens_total", &completion), 32.0, "16 per answer");
+    assert!(sample_sum(&samples, "keyrelay_tokens_total", &[("kind", "prompt")]) > 0.0);
+    // The RPM limit nobody configured was learned from the upstream's 429 body.
+    let rpm = [("account", "acct-1"), ("model", MODEL), ("dimension", "rpm")];
+    assert_eq!(sample_sum(&samples, "keyrelay_upstream_limit", &rpm), 2.0);
+    assert_eq!(sample_sum(&samples, "keyrelay_upstream_remaining", &rpm), 0.0);
     assert!(sample_sum(&samples, "keyrelay_queue_wait_seconds_count", &model) >= 3.0);
 
     // Every upstream answer keyrelay counted is one the mock counted, per key and status.

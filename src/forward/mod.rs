@@ -33,7 +33,8 @@ use crate::app::AppState;
 use crate::error::{ProxyError, Shed};
 use crate::limits::{Dimension, read_headers};
 use crate::metrics::{
-    ModelLabels, RateLimitLabels, RequestLabels, RetryLabels, ShedLabels, UpstreamLabels,
+    Metrics, ModelLabels, RateLimitLabels, RequestLabels, RetryLabels, ShedLabels, TokenLabels,
+    UpstreamLabels,
 };
 use crate::openai::RequestPeek;
 use crate::pool::{Account, Key, Provider};
@@ -101,8 +102,18 @@ pub async fn forward(state: &AppState, request: ProxyRequest) -> Response {
     let started = Instant::now();
     let metrics = state.metrics();
     let model = metrics.model_label(request.peek.model.as_deref().unwrap_or("none"));
+    let client = ANONYMOUS.to_owned();
+    let path = request.path_and_query.split('?').next().unwrap_or_default();
+    let route = Metrics::route_label(path);
+    let mut completion = Some(Completion {
+        state: state.clone(),
+        model: model.clone(),
+        client: client.clone(),
+        started,
+    });
     let mut queued = Duration::ZERO;
-    let mut response = match forward_with_retries(state, &request, &model, &mut queued).await {
+    let outcome = forward_with_retries(state, &request, &model, &mut queued, &mut completion).await;
+    let mut response = match outcome {
         Ok(response) => response,
         Err(error) => {
             if matches!(error, ProxyError::NoCapacity { .. } | ProxyError::TooLarge { .. }) {
@@ -114,10 +125,54 @@ pub async fn forward(state: &AppState, request: ProxyRequest) -> Response {
     };
     set_queue_ms(&mut response, queued);
     let status = response.status().as_u16();
-    metrics.requests.get_or_create(&RequestLabels { model: model.clone(), status }).inc();
+    metrics
+        .requests
+        .get_or_create(&RequestLabels { route, model: model.clone(), client, status })
+        .inc();
     let labels = ModelLabels { model };
-    metrics.request_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    metrics.time_to_first_byte.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    if queued > QUEUED {
+        metrics.queued.get_or_create(&labels).inc();
+    }
+    // An answer not relayed as a stream is complete once its head is out.
+    if let Some(completion) = completion {
+        completion.done(None);
+    }
     response
+}
+
+/// The client label while keyrelay runs without client keys.
+const ANONYMOUS: &str = "anonymous";
+
+/// A request that waited longer than this for capacity counts as queued.
+const QUEUED: Duration = Duration::from_millis(1);
+
+/// What is recorded once a request's answer is complete (its last byte sent, or dropped).
+pub(crate) struct Completion {
+    state: AppState,
+    model: String,
+    client: String,
+    started: Instant,
+}
+
+impl Completion {
+    pub(crate) fn done(self, usage: Option<crate::scheduler::Usage>) {
+        let metrics = self.state.metrics();
+        let labels = ModelLabels { model: self.model.clone() };
+        metrics
+            .request_duration
+            .get_or_create(&labels)
+            .observe(self.started.elapsed().as_secs_f64());
+        if let Some(usage) = usage {
+            for (kind, count) in
+                [("prompt", usage.prompt_tokens), ("completion", usage.completion_tokens)]
+            {
+                let labels =
+                    TokenLabels { client: self.client.clone(), model: self.model.clone(), kind };
+                metrics.tokens.get_or_create(&labels).inc_by(count);
+            }
+        }
+    }
 }
 
 /// Sets the queue-time header.
@@ -131,6 +186,7 @@ async fn forward_with_retries(
     request: &ProxyRequest,
     model_label: &str,
     queued: &mut Duration,
+    completion: &mut Option<Completion>,
 ) -> Result<Response, ProxyError> {
     let model = request.peek.model.as_deref();
     let provider = state.pool().route(model);
@@ -171,7 +227,7 @@ async fn forward_with_retries(
         let reservation = granted.map_err(|refusal| refused(refusal, model))?;
         let labels = ModelLabels { model: model_label.to_owned() };
         state.metrics().queue_wait.get_or_create(&labels).observe(waiting.elapsed().as_secs_f64());
-        let failure = match upstream.attempt(reservation).await {
+        let failure = match upstream.attempt(reservation, completion).await {
             Attempt::Done(response) => return Ok(response),
             Attempt::Rotate if attempts < max_attempts => continue,
             Attempt::Rotate => {
@@ -237,7 +293,11 @@ struct Upstream<'a> {
 
 impl Upstream<'_> {
     /// Sends the request once through the reserved key and decides what its answer means.
-    async fn attempt(&self, reservation: Reservation) -> Attempt {
+    async fn attempt(
+        &self,
+        reservation: Reservation,
+        completion: &mut Option<Completion>,
+    ) -> Attempt {
         let provider = self.provider;
         let account_index = reservation.account();
         let account = &provider.accounts()[account_index];
@@ -269,7 +329,8 @@ impl Upstream<'_> {
         self.lane.sync(account_index, &read_headers(provider.kind, answer.headers()));
         if answer.status().is_success() {
             let drops = self.drops_usage_events;
-            return Attempt::Done(relay(answer, self.request.peek.stream, reservation, drops));
+            let tap = UsageTap::new(reservation, completion.take());
+            return Attempt::Done(relay(answer, self.request.peek.stream, tap, drops));
         }
         let (status, headers, prefix, rest) = read_prefix(answer, self.deadline).await;
         match classify::classify(status, &headers, &prefix) {
@@ -361,7 +422,7 @@ async fn read_prefix(
 fn relay(
     answer: reqwest::Response,
     requested_stream: bool,
-    reservation: Reservation,
+    tap: UsageTap,
     drop_usage_events: bool,
 ) -> Response {
     let sse = requested_stream
@@ -372,7 +433,7 @@ fn relay(
             .is_some_and(|v| v.starts_with("text/event-stream"));
     let status = answer.status();
     let headers = headers::client_response(answer.headers().clone(), sse);
-    let tap = UsageTap::new(reservation, sse);
+    let tap = tap.sse(sse);
     let relay = Relay::new(answer.bytes_stream().boxed(), sse, tap, drop_usage_events && sse);
     let body = Body::from_stream(relay);
     build(status, headers, body)

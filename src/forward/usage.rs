@@ -13,6 +13,7 @@ use bytes::Bytes;
 use memchr::memmem;
 use serde::Deserialize;
 
+use super::Completion;
 use crate::config::ProviderKind;
 use crate::openai::RequestPeek;
 use crate::scheduler::{Reservation, Usage};
@@ -86,23 +87,36 @@ struct XGroq {
     usage: Option<UsageFields>,
 }
 
-/// Watches a body for usage and settles its reservation at the end.
+/// Watches a body for usage; at the end settles its reservation and records the request.
 pub(super) struct UsageTap {
     reservation: Option<Reservation>,
+    completion: Option<Completion>,
     sse: bool,
     buffer: Vec<u8>,
     usage: Option<Usage>,
 }
 
 impl UsageTap {
-    pub(super) fn new(reservation: Reservation, sse: bool) -> Self {
-        Self { reservation: Some(reservation), sse, buffer: Vec::new(), usage: None }
+    pub(super) fn new(reservation: Reservation, completion: Option<Completion>) -> Self {
+        Self {
+            reservation: Some(reservation),
+            completion,
+            sse: false,
+            buffer: Vec::new(),
+            usage: None,
+        }
+    }
+
+    /// Whether the body is an SSE stream (else JSON).
+    pub(super) fn sse(mut self, sse: bool) -> Self {
+        self.sse = sse;
+        self
     }
 
     /// A tap that settles nothing, for tests of what carries it.
     #[cfg(test)]
     pub(super) fn detached(sse: bool) -> Self {
-        Self { reservation: None, sse, buffer: Vec::new(), usage: None }
+        Self { reservation: None, completion: None, sse, buffer: Vec::new(), usage: None }
     }
 
     pub(super) fn observe(&mut self, chunk: &[u8]) {
@@ -149,8 +163,11 @@ impl UsageTap {
     /// The body ended (or was dropped: hyper stops polling a body once its content-length is
     /// written, and a client may disconnect): settle with what was seen.
     pub(super) fn finish(&mut self) {
-        if !self.sse {
+        if !self.sse && self.reservation.is_some() {
             self.usage = json_tail_usage(&self.buffer);
+        }
+        if let Some(completion) = self.completion.take() {
+            completion.done(self.usage);
         }
         let Some(reservation) = self.reservation.take() else { return };
         match self.usage {
@@ -182,7 +199,7 @@ mod tests {
     use super::*;
 
     fn tap(sse: bool) -> UsageTap {
-        UsageTap { reservation: None, sse, buffer: Vec::new(), usage: None }
+        UsageTap::detached(sse)
     }
 
     #[test]

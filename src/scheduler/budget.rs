@@ -108,6 +108,18 @@ impl Budget {
         }
     }
 
+    /// (dimension, limit, remaining) for each dimension with a known limit.
+    pub(super) fn headroom_by_dimension(&mut self, now: Instant) -> Vec<(Dimension, u64, u64)> {
+        Dimension::ALL
+            .into_iter()
+            .filter_map(|dimension| {
+                let limit = self.limits[dimension.index()]?;
+                let used = self.windows[dimension.index()].used(now);
+                Some((dimension, limit, limit.saturating_sub(used)))
+            })
+            .collect()
+    }
+
     /// Known limits, for the admin view and tests.
     pub(super) fn limits(&self) -> [Option<u64>; 4] {
         self.limits

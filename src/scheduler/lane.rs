@@ -173,6 +173,20 @@ impl Lane {
         self.lock().budgets.iter().map(Budget::limits).collect()
     }
 
+    /// Each account's known limits and what is left of them now.
+    pub fn headroom(&self) -> Vec<(String, Dimension, u64, u64)> {
+        let mut state = self.lock();
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for (index, budget) in state.budgets.iter_mut().enumerate() {
+            let account = &self.provider.accounts()[index].name;
+            for (dimension, limit, remaining) in budget.headroom_by_dimension(now) {
+                out.push((account.clone(), dimension, limit, remaining));
+            }
+        }
+        out
+    }
+
     /// Requests waiting now.
     pub fn depth(&self) -> usize {
         self.lock().queue.len()

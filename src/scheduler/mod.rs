@@ -126,6 +126,17 @@ impl Scheduler {
             .collect()
     }
 
+    /// What keyrelay knows of every lane's accounts: (provider, model, [(account, dimension,
+    /// limit, remaining)]) for each dimension with a known limit.
+    pub fn headroom(&self) -> Vec<(String, String, Vec<(String, Dimension, u64, u64)>)> {
+        let lanes: Vec<Arc<Lane>> =
+            self.lanes.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        lanes
+            .iter()
+            .map(|lane| (lane.provider().name.clone(), lane.model().to_owned(), lane.headroom()))
+            .collect()
+    }
+
     /// Requests waiting in every lane.
     pub fn depth(&self) -> usize {
         self.lanes.read().unwrap_or_else(|e| e.into_inner()).values().map(|l| l.depth()).sum()

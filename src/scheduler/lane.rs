@@ -16,7 +16,7 @@ use tokio::time::{Instant, sleep_until};
 use super::budget::Budget;
 use super::queue::{Queue, WaitKey};
 use super::reservation::Reservation;
-use super::{Demand, Grant, Refusal};
+use super::{Demand, Grant, Headroom, Refusal};
 use crate::limits::{Cost, Dimension, HeaderReport};
 use crate::pool::Provider;
 use crate::tokens::Correction;
@@ -174,14 +174,20 @@ impl Lane {
     }
 
     /// Each account's known limits and what is left of them now.
-    pub fn headroom(&self) -> Vec<(String, Dimension, u64, u64)> {
+    pub fn headroom(&self) -> Vec<Headroom> {
         let mut state = self.lock();
         let now = Instant::now();
         let mut out = Vec::new();
         for (index, budget) in state.budgets.iter_mut().enumerate() {
-            let account = &self.provider.accounts()[index].name;
             for (dimension, limit, remaining) in budget.headroom_by_dimension(now) {
-                out.push((account.clone(), dimension, limit, remaining));
+                out.push(Headroom {
+                    provider: self.provider.name.clone(),
+                    model: self.model.clone(),
+                    account: self.provider.accounts()[index].name.clone(),
+                    dimension,
+                    limit,
+                    remaining,
+                });
             }
         }
         out

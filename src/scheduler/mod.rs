@@ -46,6 +46,23 @@ pub struct Demand {
     pub deadline: Instant,
 }
 
+/// One known limit of one account for one model, and what is left of it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Headroom {
+    /// Provider name.
+    pub provider: String,
+    /// Model of the lane.
+    pub model: String,
+    /// Account name.
+    pub account: String,
+    /// The dimension.
+    pub dimension: Dimension,
+    /// Its limit.
+    pub limit: u64,
+    /// What is left inside the window now.
+    pub remaining: u64,
+}
+
 /// Why a lane did not grant capacity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -126,15 +143,11 @@ impl Scheduler {
             .collect()
     }
 
-    /// What keyrelay knows of every lane's accounts: (provider, model, [(account, dimension,
-    /// limit, remaining)]) for each dimension with a known limit.
-    pub fn headroom(&self) -> Vec<(String, String, Vec<(String, Dimension, u64, u64)>)> {
+    /// What keyrelay knows of every lane's accounts: each known limit and what is left of it.
+    pub fn headroom(&self) -> Vec<Headroom> {
         let lanes: Vec<Arc<Lane>> =
             self.lanes.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
-        lanes
-            .iter()
-            .map(|lane| (lane.provider().name.clone(), lane.model().to_owned(), lane.headroom()))
-            .collect()
+        lanes.iter().flat_map(|lane| lane.headroom()).collect()
     }
 
     /// Requests waiting in every lane.

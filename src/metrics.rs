@@ -315,21 +315,16 @@ impl Metrics {
         }
         self.upstream_limit.clear();
         self.upstream_remaining.clear();
-        for (provider, model, accounts) in scheduler.headroom() {
-            for (account, dimension, limit, remaining) in accounts {
-                let labels = HeadroomLabels {
-                    provider: provider.clone(),
-                    account,
-                    model: self.model_label(&model),
-                    dimension: dimension.as_str(),
-                };
-                self.upstream_limit
-                    .get_or_create(&labels)
-                    .set(i64::try_from(limit).unwrap_or(i64::MAX));
-                self.upstream_remaining
-                    .get_or_create(&labels)
-                    .set(i64::try_from(remaining).unwrap_or(i64::MAX));
-            }
+        for known in scheduler.headroom() {
+            let labels = HeadroomLabels {
+                model: self.model_label(&known.model),
+                provider: known.provider,
+                account: known.account,
+                dimension: known.dimension.as_str(),
+            };
+            let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+            self.upstream_limit.get_or_create(&labels).set(gauge(known.limit));
+            self.upstream_remaining.get_or_create(&labels).set(gauge(known.remaining));
         }
         for provider in pool.providers() {
             for account in provider.accounts() {

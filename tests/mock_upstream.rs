@@ -355,7 +355,10 @@ async fn bucket_refills_gradually() {
         let wait = try_again_in(json_of(refused).await["error"]["message"].as_str().unwrap());
         // One request refills every 500 ms, continuously since the first was charged.
         let earliest = Duration::from_millis(500).saturating_sub(elapsed);
-        assert!(wait >= earliest && wait <= Duration::from_millis(500), "{wait:?} after {elapsed:?}");
+        assert!(
+            wait >= earliest && wait <= Duration::from_millis(500),
+            "{wait:?} after {elapsed:?}"
+        );
         tokio::time::sleep(wait + Duration::from_millis(20)).await;
         assert_eq!(chat(&server, "k1", json!({})).await.status(), 200);
         // Only one request's worth came back, not the whole bucket.

@@ -21,6 +21,7 @@ use tower_http::request_id::{
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::auth::Clients;
 use crate::config::Config;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
@@ -40,6 +41,7 @@ struct Inner {
     config: Config,
     pool: Pool,
     scheduler: Scheduler,
+    clients: Clients,
     metrics: Metrics,
     client: reqwest::Client,
 }
@@ -57,8 +59,9 @@ impl AppState {
         let pool = Pool::new(&config);
         let scheduler = Scheduler::new(config.queue.clone());
         let metrics = Metrics::new(config.model_names());
+        let clients = Clients::new(&config);
         crate::tokens::warm_up();
-        Ok(Self { inner: Arc::new(Inner { config, pool, scheduler, metrics, client }) })
+        Ok(Self { inner: Arc::new(Inner { config, pool, scheduler, clients, metrics, client }) })
     }
 
     /// The running configuration.
@@ -74,6 +77,11 @@ impl AppState {
     /// The lanes and their wait queues.
     pub fn scheduler(&self) -> &Scheduler {
         &self.inner.scheduler
+    }
+
+    /// Client keys and quotas.
+    pub fn clients(&self) -> &Clients {
+        &self.inner.clients
     }
 
     /// The metrics registry and handles.

@@ -10,6 +10,7 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
+use crate::admission::{Exceeded, QuotaDimension};
 use crate::limits::Dimension;
 use crate::openai::{PeekError, error_body};
 
@@ -31,6 +32,27 @@ pub enum ProxyError {
     /// The body claims to be JSON but is not.
     #[error(transparent)]
     InvalidJson(#[from] PeekError),
+    /// No valid client key.
+    #[error(
+        "Invalid API key: keyrelay expects one of its client keys as `Authorization: Bearer <key>`."
+    )]
+    Unauthorized,
+    /// The client may not use this model.
+    #[error("Client `{client}` is not allowed to use model `{model}`.")]
+    ModelNotAllowed {
+        /// The client's name.
+        client: String,
+        /// The model asked for.
+        model: String,
+    },
+    /// The client is over one of its quotas.
+    #[error("{}", quota_message(.client, .exceeded))]
+    QuotaExceeded {
+        /// The client's name.
+        client: String,
+        /// Which quota and by how much.
+        exceeded: Exceeded,
+    },
     /// Not an OpenAI path.
     #[error("no route for {path}: keyrelay serves the OpenAI API under /v1/")]
     NotFound {
@@ -77,6 +99,24 @@ pub enum ProxyError {
     Internal,
 }
 
+fn quota_message(client: &str, exceeded: &Exceeded) -> String {
+    let scope = exceeded.model.as_deref().map(|m| format!(" for model `{m}`")).unwrap_or_default();
+    let hint = match exceeded.wait {
+        Some(wait) => format!(" Try again in {}.", crate::duration::format(wait)),
+        None if exceeded.dimension == QuotaDimension::Concurrency => {
+            " Try again when one of its requests has finished.".to_owned()
+        }
+        None => " This request is larger than the quota and can never fit.".to_owned(),
+    };
+    format!(
+        "Client `{client}` is over its quota{scope} on {}: limit {}, used {}, requested {}.{hint}",
+        exceeded.dimension.describe(),
+        exceeded.limit,
+        exceeded.used,
+        exceeded.requested
+    )
+}
+
 /// Why a request got no capacity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shed {
@@ -121,7 +161,9 @@ impl ProxyError {
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyUnreadable | Self::InvalidJson(_) => StatusCode::BAD_REQUEST,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
-            Self::NoCapacity { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::ModelNotAllowed { .. } => StatusCode::FORBIDDEN,
+            Self::NoCapacity { .. } | Self::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -136,6 +178,9 @@ impl ProxyError {
             Self::BodyUnreadable => "body_unreadable",
             Self::InvalidJson(_) => "invalid_json",
             Self::NotFound { .. } => "unknown_url",
+            Self::Unauthorized => "invalid_api_key",
+            Self::ModelNotAllowed { .. } => "model_not_allowed",
+            Self::QuotaExceeded { .. } => "client_quota_exceeded",
             Self::NoCapacity { shed: Shed::Deadline, .. } => "queue_timeout",
             Self::NoCapacity { shed: Shed::QueueFull, .. } => "queue_full",
             Self::NoCapacity { shed: Shed::NoUsableKey, .. } => "no_usable_upstream_key",
@@ -151,7 +196,13 @@ impl ProxyError {
             Self::BodyTooLarge { .. }
             | Self::BodyUnreadable
             | Self::InvalidJson(_)
-            | Self::NotFound { .. } => "invalid_request_error",
+            | Self::NotFound { .. }
+            | Self::Unauthorized
+            | Self::ModelNotAllowed { .. } => "invalid_request_error",
+            Self::QuotaExceeded { exceeded, .. } => match exceeded.dimension {
+                QuotaDimension::Rate(d) if d.counts_tokens() => "tokens",
+                _ => "requests",
+            },
             Self::NoCapacity { shed: Shed::NoUsableKey, .. } => "server_error",
             Self::NoCapacity { .. } => "requests",
             Self::TooLarge { dimension, .. } if dimension.counts_tokens() => "tokens",
@@ -164,8 +215,27 @@ impl ProxyError {
     fn code(&self) -> &'static str {
         match self {
             Self::NoCapacity { shed: Shed::NoUsableKey, .. } => "no_usable_upstream_key",
-            Self::NoCapacity { .. } | Self::TooLarge { .. } => "rate_limit_exceeded",
+            Self::NoCapacity { .. } | Self::TooLarge { .. } | Self::QuotaExceeded { .. } => {
+                "rate_limit_exceeded"
+            }
             other => other.kind(),
+        }
+    }
+}
+
+impl ProxyError {
+    /// For 429s: when to come back (`Some(None)`: waiting will not help).
+    fn retry_wait(&self) -> Option<Option<Duration>> {
+        match self {
+            Self::NoCapacity { wait, .. } => Some(*wait),
+            Self::QuotaExceeded { exceeded, .. } => Some(match exceeded.dimension {
+                // Another request of the client will finish soon; a second is a fair guess.
+                QuotaDimension::Concurrency => {
+                    Some(exceeded.wait.unwrap_or(Duration::from_secs(1)))
+                }
+                QuotaDimension::Rate(_) => exceeded.wait,
+            }),
+            _ => None,
         }
     }
 }
@@ -180,13 +250,13 @@ impl IntoResponse for ProxyError {
         if let Self::TooLarge { .. } = self {
             headers.insert("x-should-retry", HeaderValue::from_static("false"));
         }
-        if let Self::NoCapacity { wait, .. } = self {
+        if let Some(wait) = self.retry_wait() {
             let advertised = wait.unwrap_or(MAX_ADVERTISED_WAIT).min(MAX_ADVERTISED_WAIT);
             let seconds = advertised.as_millis().div_ceil(1000).max(1);
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds as u64));
             headers.insert("retry-after-ms", HeaderValue::from(advertised.as_millis() as u64));
-            // Waiting cannot help when no key is usable, or when capacity returns later than
-            // SDKs are willing to wait.
+            // Waiting cannot help when nothing will change it, or when the wait is longer than
+            // SDKs are willing to honour.
             let hopeless = wait.is_none_or(|w| w > MAX_ADVERTISED_WAIT);
             if hopeless {
                 headers.insert("x-should-retry", HeaderValue::from_static("false"));
@@ -241,6 +311,30 @@ mod tests {
         assert_eq!(status, 429);
         assert_eq!(headers["x-should-retry"], "false");
         assert_eq!(body["error"]["code"], "no_usable_upstream_key");
+    }
+
+    #[tokio::test]
+    async fn a_quota_429_names_the_limit_and_is_final_when_the_wait_is_long() {
+        let exceeded = Exceeded {
+            dimension: QuotaDimension::Rate(Dimension::Tpd),
+            model: None,
+            limit: 100_000,
+            used: 99_500,
+            requested: 900,
+            wait: Some(Duration::from_secs(3600)),
+        };
+        let error = ProxyError::QuotaExceeded { client: "batch".into(), exceeded };
+        let (status, headers, body) = parts(error).await;
+        assert_eq!(status, 429);
+        assert_eq!(headers["x-should-retry"], "false");
+        assert_eq!(headers["retry-after"], "60");
+        assert_eq!(body["error"]["type"], "tokens");
+        assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("tokens per day: limit 100000, used 99500, requested 900"),
+            "{message}"
+        );
     }
 
     #[tokio::test]

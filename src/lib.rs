@@ -9,7 +9,9 @@
 //!   ─► relay the answer chunk by chunk, or rotate / back off and try again
 //! ```
 
+pub mod admission;
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod duration;
 pub mod error;

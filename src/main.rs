@@ -15,6 +15,9 @@ struct Cli {
     /// TOML config file (default: zero-config from GROQ_API_KEYS / OPENAI_API_KEYS).
     #[arg(long, global = true, env = env::KEYRELAY_CONFIG)]
     config: Option<PathBuf>,
+    /// Serve a non-loopback address even without client keys (same as KEYRELAY_ALLOW_OPEN=1).
+    #[arg(long, global = true)]
+    allow_open: bool,
     /// Log format.
     #[arg(long, global = true, value_enum, default_value = "text", env = "KEYRELAY_LOG_FORMAT")]
     log_format: LogFormat,
@@ -40,7 +43,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
-    let vars: HashMap<String, String> = std::env::vars().collect();
+    let mut vars: HashMap<String, String> = std::env::vars().collect();
+    if cli.allow_open {
+        vars.insert(env::KEYRELAY_ALLOW_OPEN.to_owned(), "1".to_owned());
+    }
     if let Some(Command::Health { url }) = &cli.command {
         return health(url.clone(), &vars);
     }
@@ -80,6 +86,11 @@ fn run(config: Config) -> std::io::Result<()> {
         for provider in &config.providers {
             let keys: usize = provider.accounts.iter().map(|a| a.keys.len()).sum();
             tracing::info!(provider = %provider.name, base_url = %provider.base_url, accounts = provider.accounts.len(), keys, "Upstream provider ready");
+        }
+        if config.clients.is_empty() {
+            tracing::warn!(%address, "No [[clients]] configured: keyrelay runs open, and anyone who can reach it uses the upstream keys");
+        } else {
+            tracing::info!(clients = config.clients.len(), "Client keys required");
         }
         tracing::info!(%address, "keyrelay listening; point OpenAI clients at http://{address}/v1");
         keyrelay::serve(listener, config, keyrelay::shutdown::signal()).await

@@ -49,6 +49,15 @@ pub struct TokenLabels {
     pub kind: &'static str,
 }
 
+/// Labels of a client quota rejection.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuotaLabels {
+    /// Client name.
+    pub client: String,
+    /// `rpm`, `rpd`, `tpm`, `tpd` or `concurrency`.
+    pub dimension: &'static str,
+}
+
 /// Labels of what keyrelay knows about an account's limit.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HeadroomLabels {
@@ -143,6 +152,8 @@ pub struct Metrics {
     pub time_to_first_byte: Family<ModelLabels, Histogram>,
     /// `keyrelay_tokens_total`: usage the providers reported.
     pub tokens: Family<TokenLabels, Counter>,
+    /// `keyrelay_client_quota_rejections_total`
+    pub quota_rejections: Family<QuotaLabels, Counter>,
     /// `keyrelay_queued_requests_total`: requests that had to wait for capacity (each one a 429 a
     /// plain proxy would have passed on).
     pub queued: Family<ModelLabels, Counter>,
@@ -186,6 +197,7 @@ impl Metrics {
             request_duration: Family::new_with_constructor(latency_histogram),
             time_to_first_byte: Family::new_with_constructor(latency_histogram),
             tokens: Family::default(),
+            quota_rejections: Family::default(),
             queued: Family::default(),
             upstream_limit: Family::default(),
             upstream_remaining: Family::default(),
@@ -214,6 +226,11 @@ impl Metrics {
             "tokens",
             "Tokens providers reported, by client and model",
             metrics.tokens.clone(),
+        );
+        registry.register(
+            "client_quota_rejections",
+            "Requests refused for being over a client quota",
+            metrics.quota_rejections.clone(),
         );
         registry.register(
             "queued_requests",

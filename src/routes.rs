@@ -24,10 +24,18 @@ pub async fn proxy(State(state): State<AppState>, request: Request) -> Response 
 
 async fn read(state: &AppState, request: Request) -> Result<ProxyRequest, ProxyError> {
     let (parts, body) = request.into_parts();
+    let client =
+        state.clients().authenticate(&parts.headers).map_err(|_| ProxyError::Unauthorized)?;
     let limit = state.config().server.max_body_bytes;
     let body = read_body(body, limit).await?;
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let peek = RequestPeek::from_body(content_type, &body)?;
+    if let (Some(client), Some(model)) = (&client, &peek.model)
+        && !client.allows(model)
+    {
+        let client = client.config.name.clone();
+        return Err(ProxyError::ModelNotAllowed { client, model: model.clone() });
+    }
     let path = parts.uri.path();
     let suffix = path.strip_prefix("/openai").unwrap_or(path);
     let suffix = suffix.strip_prefix("/v1").unwrap_or(suffix);
@@ -35,7 +43,14 @@ async fn read(state: &AppState, request: Request) -> Result<ProxyRequest, ProxyE
         Some(query) => format!("{suffix}?{query}"),
         None => suffix.to_owned(),
     };
-    Ok(ProxyRequest { method: parts.method, path_and_query, headers: parts.headers, body, peek })
+    Ok(ProxyRequest {
+        method: parts.method,
+        path_and_query,
+        headers: parts.headers,
+        body,
+        peek,
+        client,
+    })
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ProxyError> {

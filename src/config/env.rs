@@ -17,6 +17,8 @@ pub const OPENAI_API_KEYS: &str = "OPENAI_API_KEYS";
 pub const OPENAI_BASE_URL: &str = "OPENAI_BASE_URL";
 /// Listen address override (`127.0.0.1:8080` by default).
 pub const KEYRELAY_LISTEN: &str = "KEYRELAY_LISTEN";
+/// `1`/`true`: serve a non-loopback address without client keys (same as `--allow-open`).
+pub const KEYRELAY_ALLOW_OPEN: &str = "KEYRELAY_ALLOW_OPEN";
 /// Path of the TOML config file, same as `--config`.
 pub const KEYRELAY_CONFIG: &str = "KEYRELAY_CONFIG";
 

@@ -29,6 +29,49 @@ pub struct Config {
     pub queue: QueueConfig,
     /// Upstream providers, in routing-priority order.
     pub providers: Vec<ProviderConfig>,
+    /// Client keys and their quotas; empty means open mode (no client authentication).
+    pub clients: Vec<ClientConfig>,
+    /// Window lengths of client quotas (`[quotas]`; shortened in tests).
+    pub quota_windows: Windows,
+}
+
+/// `[[clients]]`
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Name used in logs, metrics and quota messages.
+    pub name: String,
+    /// SHA-256 of the client's key (the key itself is not kept).
+    pub key_sha256: [u8; 32],
+    /// Queue priority (higher first); a request's `x-keyrelay-priority` overrides it.
+    pub priority: i32,
+    /// What happens when a quota is hit.
+    pub policy: QuotaPolicy,
+    /// Longest wait for this client's quota or upstream capacity (default: `queue.max_wait`).
+    pub max_wait: Option<Duration>,
+    /// Allowed model patterns (exact names or prefixes ending in `*`); `None` allows all.
+    pub models: Option<Vec<String>>,
+    /// Quotas over all models.
+    pub quota: Quota,
+    /// Quotas per model, on top of `quota`.
+    pub model_quotas: BTreeMap<String, Quota>,
+}
+
+/// What to do with a request over its client's quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaPolicy {
+    /// Wait until the quota allows it (up to the client's wait limit).
+    Queue,
+    /// Answer 429 at once.
+    Reject,
+}
+
+/// A client's limits; `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quota {
+    /// Requests per minute, per day, tokens per minute, per day (indexed by `Dimension::index`).
+    pub limits: [Option<u64>; 4],
+    /// Requests in flight at once.
+    pub concurrency: Option<u32>,
 }
 
 /// `[server]`
@@ -40,6 +83,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Deadline for a request to get an upstream answer, retries included (not the stream).
     pub request_timeout: Duration,
+    /// Serve a non-loopback address without client keys (anyone who can connect uses the keys).
+    pub allow_open: bool,
 }
 
 /// `[retry]`

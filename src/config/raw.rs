@@ -12,6 +12,44 @@ pub(super) struct RawConfig {
     pub(super) retry: RawRetry,
     pub(super) queue: RawQueue,
     pub(super) providers: Vec<RawProvider>,
+    pub(super) clients: Vec<RawClient>,
+    pub(super) quotas: RawQuotaWindows,
+}
+
+/// `[quotas]`: window lengths of client quotas.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawQuotaWindows {
+    pub(super) minute_window: Option<String>,
+    pub(super) day_window: Option<String>,
+}
+
+/// `[[clients]]`: an application or team with its own key and quotas.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClient {
+    pub(super) name: String,
+    pub(super) key: Option<String>,
+    pub(super) key_sha256: Option<String>,
+    pub(super) priority: Option<i32>,
+    pub(super) policy: Option<String>,
+    pub(super) max_wait: Option<String>,
+    pub(super) models: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) quota: RawQuota,
+    #[serde(default)]
+    pub(super) model_quotas: BTreeMap<String, RawQuota>,
+}
+
+/// A client's quotas; absent dimensions are unlimited.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawQuota {
+    pub(super) rpm: Option<u64>,
+    pub(super) rpd: Option<u64>,
+    pub(super) tpm: Option<u64>,
+    pub(super) tpd: Option<u64>,
+    pub(super) concurrency: Option<u32>,
 }
 
 /// `[server]`
@@ -21,6 +59,7 @@ pub(super) struct RawServer {
     pub(super) listen: Option<String>,
     pub(super) max_body_bytes: Option<u64>,
     pub(super) request_timeout: Option<String>,
+    pub(super) allow_open: Option<bool>,
 }
 
 /// `[retry]`

@@ -33,6 +33,7 @@ fn zero_config_honours_base_url_and_listen_overrides() {
             ("OPENAI_API_KEYS", "sk-x"),
             ("OPENAI_BASE_URL", "http://127.0.0.1:9/v1"),
             ("KEYRELAY_LISTEN", "0.0.0.0:9999"),
+            ("KEYRELAY_ALLOW_OPEN", "1"),
         ]),
     )
     .unwrap();
@@ -118,4 +119,50 @@ fn keys_never_appear_in_debug_or_errors() {
     assert!(!err.to_string().contains(secret), "{err}");
     let err = Config::from_toml(&format!("x = \"{secret}"), "t.toml", &HashMap::new()).unwrap_err();
     assert!(!err.to_string().contains(secret), "{err}");
+}
+
+#[test]
+fn a_network_address_without_client_keys_needs_an_explicit_opt_in() {
+    let vars = env(&[("GROQ_API_KEYS", "k"), ("KEYRELAY_LISTEN", "0.0.0.0:8080")]);
+    let problems = problems(Config::load(None, &vars));
+    assert_eq!(problems[0].path, "server.listen");
+    assert!(problems[0].message.contains("KEYRELAY_ALLOW_OPEN"));
+    let text = "[[providers]]\nkind = \"groq\"\n[[providers.accounts]]\nname = \"a\"\nkeys = [\"k\"]\n[[clients]]\nname = \"c\"\nkey = \"ck\"\n[server]\nlisten = \"0.0.0.0:8080\"";
+    let with_clients = Config::from_toml(text, "t.toml", &HashMap::new()).unwrap();
+    assert_eq!(with_clients.clients.len(), 1);
+}
+
+#[test]
+fn client_problems_are_reported_with_their_paths() {
+    let text = r#"
+        [[providers]]
+        kind = "groq"
+        [[providers.accounts]]
+        name = "a"
+        keys = ["k"]
+        [[clients]]
+        name = "one"
+        key = "s3cr3t-client-key"
+        policy = "maybe"
+        [clients.quota]
+        rpm = 0
+        [[clients]]
+        name = "one"
+        key = "s3cr3t-client-key"
+        [[clients]]
+        name = "three"
+        key_sha256 = "zz"
+    "#;
+    let problems = problems(Config::from_toml(text, "t.toml", &HashMap::new()));
+    let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
+    for expected in [
+        "clients[0].policy",
+        "clients[0].quota.rpm",
+        "clients[1].name",
+        "clients[1].key",
+        "clients[2].key_sha256",
+    ] {
+        assert!(paths.contains(&expected), "{expected} missing from {paths:?}");
+    }
+    assert!(!format!("{problems:?}").contains("s3cr3t"), "a client key leaked into an error");
 }

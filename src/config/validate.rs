@@ -4,10 +4,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::num::NonZeroU64;
 use std::time::Duration;
 
-use super::raw::{RawAccount, RawConfig, RawKey, RawLimits, RawProvider};
+use sha2::{Digest, Sha256};
+
+use super::raw::{RawAccount, RawClient, RawConfig, RawKey, RawLimits, RawProvider, RawQuota};
 use super::{
-    AccountConfig, Config, ConfigError, KeyConfig, ModelLimits, Problem, ProviderConfig,
-    ProviderKind, QueueConfig, RetryConfig, ServerConfig, env,
+    AccountConfig, ClientConfig, Config, ConfigError, KeyConfig, ModelLimits, Problem,
+    ProviderConfig, ProviderKind, QueueConfig, Quota, QuotaPolicy, RetryConfig, ServerConfig, env,
 };
 use crate::duration;
 use crate::limits::Windows;
@@ -50,11 +52,28 @@ pub(super) fn validate(
     if max_body_bytes == 0 {
         v.problem("server.max_body_bytes", "must be at least 1 (the default is 10485760, 10 MiB)");
     }
+    let allow_open = raw.server.allow_open.unwrap_or(false)
+        || env_vars
+            .get(env::KEYRELAY_ALLOW_OPEN)
+            .is_some_and(|v| matches!(v.as_str(), "1" | "true"));
     let server = ServerConfig {
         listen,
         max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
         request_timeout: v.duration("server.request_timeout", raw.server.request_timeout, "5m"),
+        allow_open,
     };
+    let clients = v.clients(raw.clients);
+    let quota_windows = Windows {
+        minute: v.duration("quotas.minute_window", raw.quotas.minute_window, "60s"),
+        day: v.duration("quotas.day_window", raw.quotas.day_window, "24h"),
+        margin: Duration::ZERO,
+    };
+    if clients.is_empty() && !listen.ip().is_loopback() && !allow_open {
+        v.problem(
+            "server.listen",
+            format!("{listen} is reachable from other machines and no [[clients]] are configured, so anyone who can connect would use your upstream keys: add [[clients]] with keys, or opt in with allow_open = true (or KEYRELAY_ALLOW_OPEN=1, or --allow-open)"),
+        );
+    }
     let retry = RetryConfig {
         max_retries: raw.retry.max_retries.unwrap_or(3),
         base_delay: v.duration("retry.base_delay", raw.retry.base_delay, "250ms"),
@@ -94,7 +113,7 @@ pub(super) fn validate(
     }
 
     if v.problems.is_empty() {
-        Ok(Config { server, retry, queue, providers })
+        Ok(Config { server, retry, queue, providers, clients, quota_windows })
     } else {
         Err(ConfigError::Invalid(v.problems))
     }
@@ -179,6 +198,103 @@ impl Validator {
         Some(provider)
     }
 
+    fn clients(&mut self, raw: Vec<RawClient>) -> Vec<ClientConfig> {
+        let mut names = HashSet::new();
+        let mut hashes = HashSet::new();
+        let mut clients = Vec::new();
+        for (index, client) in raw.into_iter().enumerate() {
+            let path = format!("clients[{index}]");
+            if client.name.trim().is_empty() || !names.insert(client.name.clone()) {
+                self.problem(
+                    &format!("{path}.name"),
+                    "each client needs a unique, non-empty name (it labels logs and metrics)",
+                );
+            }
+            let key_sha256 = match (&client.key, &client.key_sha256) {
+                (Some(key), None) if !key.trim().is_empty() => Some(Sha256::digest(key.trim().as_bytes()).into()),
+                (None, Some(hex)) => decode_sha256(hex).or_else(|| {
+                    self.problem(&format!("{path}.key_sha256"), "must be 64 hexadecimal characters: the output of `printf %s \"$KEY\" | sha256sum`");
+                    None
+                }),
+                _ => {
+                    self.problem(&format!("{path}.key"), "give exactly one of key = \"${CLIENT_KEY}\" or key_sha256 = \"<hex>\" (a non-empty key)");
+                    None
+                }
+            };
+            if let Some(hash) = key_sha256
+                && !hashes.insert(hash)
+            {
+                self.problem(
+                    &format!("{path}.key"),
+                    "two clients have the same key: give each client its own",
+                );
+            }
+            let policy = match client.policy.as_deref() {
+                None | Some("queue") => QuotaPolicy::Queue,
+                Some("reject") => QuotaPolicy::Reject,
+                Some(other) => {
+                    self.problem(&format!("{path}.policy"), format!("unknown policy `{other}`: use `queue` (wait for the quota) or `reject` (429 at once)"));
+                    QuotaPolicy::Queue
+                }
+            };
+            for (i, pattern) in client.models.iter().flatten().enumerate() {
+                if pattern.is_empty() || pattern[..pattern.len() - 1].contains('*') {
+                    self.problem(&format!("{path}.models[{i}]"), format!("`{pattern}` is not a model pattern: write an exact model name or a prefix ending in `*`"));
+                }
+            }
+            let max_wait = client
+                .max_wait
+                .map(|text| self.duration(&format!("{path}.max_wait"), Some(text), "0s"));
+            let quota = self.quota(&format!("{path}.quota"), client.quota);
+            let model_quotas = client
+                .model_quotas
+                .into_iter()
+                .map(|(model, quota)| {
+                    let quota = self.quota(&format!("{path}.model_quotas.{model}"), quota);
+                    (model, quota)
+                })
+                .collect();
+            if let Some(key_sha256) = key_sha256 {
+                clients.push(ClientConfig {
+                    name: client.name,
+                    key_sha256,
+                    priority: client.priority.unwrap_or(0).clamp(-100, 100),
+                    policy,
+                    max_wait,
+                    models: client.models,
+                    quota,
+                    model_quotas,
+                });
+            }
+        }
+        clients
+    }
+
+    fn quota(&mut self, path: &str, raw: RawQuota) -> Quota {
+        let mut limit = |name: &str, value: Option<u64>| {
+            if value == Some(0) {
+                self.problem(
+                    &format!("{path}.{name}"),
+                    "a quota must be at least 1; leave it out for no limit",
+                );
+            }
+            value.filter(|v| *v > 0)
+        };
+        let limits = [
+            limit("rpm", raw.rpm),
+            limit("rpd", raw.rpd),
+            limit("tpm", raw.tpm),
+            limit("tpd", raw.tpd),
+        ];
+        if raw.concurrency == Some(0) {
+            self.problem(
+                &format!("{path}.concurrency"),
+                "must be at least 1; leave it out for no limit",
+            );
+        }
+        Quota { limits, concurrency: raw.concurrency.filter(|c| *c > 0) }
+    }
+
     fn account(&mut self, path: &str, raw: RawAccount) -> AccountConfig {
         if !self.accounts.insert(raw.name.clone()) {
             self.problem(&format!("{path}.name"), format!("account name `{}` is used twice: names label metrics and logs, so make each unique", raw.name));
@@ -249,4 +365,18 @@ impl Validator {
             })
             .collect()
     }
+}
+
+/// 64 hex characters → 32 bytes.
+fn decode_sha256(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim().as_bytes();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(hex.chunks(2)) {
+        let text = std::str::from_utf8(pair).ok()?;
+        *byte = u8::from_str_radix(text, 16).ok()?;
+    }
+    Some(out)
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::{HeaderMap, header};
 use tokio::time::Instant;
 
+use crate::admission::ClientState;
 use crate::config::QueueConfig;
 use crate::duration;
 use crate::limits::Cost;
@@ -28,6 +29,7 @@ const GENERATING: [&str; 3] = ["/chat/completions", "/completions", "/responses"
 pub fn demand(
     provider: &Provider,
     queue: &QueueConfig,
+    client: Option<&ClientState>,
     path: &str,
     headers: &HeaderMap,
     peek: &RequestPeek,
@@ -39,13 +41,14 @@ pub fn demand(
     } else {
         0
     };
+    let configured_wait = client.and_then(|c| c.config.max_wait).unwrap_or(queue.max_wait);
     Demand {
-        client: client_id(headers),
-        priority: priority(headers),
+        client: client.map_or_else(|| client_id(headers), |c| c.id),
+        priority: priority(headers).or(client.map(|c| c.config.priority)).unwrap_or(0),
         cost: Cost { requests: 1, tokens: 0 },
         prompt_estimate: peek.prompt_tokens,
         output_budget,
-        deadline: (Instant::now() + max_wait(queue.max_wait, headers)).min(request_deadline),
+        deadline: (Instant::now() + max_wait(configured_wait, headers)).min(request_deadline),
     }
 }
 
@@ -57,15 +60,14 @@ fn client_id(headers: &HeaderMap) -> ClientId {
     hasher.finish()
 }
 
-fn priority(headers: &HeaderMap) -> i32 {
-    let Some(text) = headers.get(PRIORITY_HEADER).and_then(|v| v.to_str().ok()) else {
-        return 0;
-    };
+/// The request's own priority, if it names a valid one.
+fn priority(headers: &HeaderMap) -> Option<i32> {
+    let text = headers.get(PRIORITY_HEADER)?.to_str().ok()?;
     match text.trim().to_ascii_lowercase().as_str() {
-        "low" => -10,
-        "normal" => 0,
-        "high" => 10,
-        number => number.parse::<i32>().map_or(0, |p| p.clamp(-100, 100)),
+        "low" => Some(-10),
+        "normal" => Some(0),
+        "high" => Some(10),
+        number => number.parse::<i32>().ok().map(|p| p.clamp(-100, 100)),
     }
 }
 
@@ -117,11 +119,11 @@ mod tests {
 
     #[test]
     fn priority_names_and_numbers() {
-        assert_eq!(priority(&HeaderMap::new()), 0);
-        assert_eq!(priority(&headers(&[("x-keyrelay-priority", "HIGH")])), 10);
-        assert_eq!(priority(&headers(&[("x-keyrelay-priority", "-3")])), -3);
-        assert_eq!(priority(&headers(&[("x-keyrelay-priority", "9999")])), 100);
-        assert_eq!(priority(&headers(&[("x-keyrelay-priority", "urgent!")])), 0);
+        assert_eq!(priority(&HeaderMap::new()), None);
+        assert_eq!(priority(&headers(&[("x-keyrelay-priority", "HIGH")])), Some(10));
+        assert_eq!(priority(&headers(&[("x-keyrelay-priority", "-3")])), Some(-3));
+        assert_eq!(priority(&headers(&[("x-keyrelay-priority", "9999")])), Some(100));
+        assert_eq!(priority(&headers(&[("x-keyrelay-priority", "urgent!")])), None);
     }
 
     #[test]

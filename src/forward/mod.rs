@@ -29,12 +29,13 @@ use futures_util::{StreamExt, TryStreamExt};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use tokio::time::{Instant, timeout_at};
 
+use crate::admission::{ClientState, Ticket};
 use crate::app::AppState;
 use crate::error::{ProxyError, Shed};
-use crate::limits::{Dimension, read_headers};
+use crate::limits::{Cost, Dimension, read_headers};
 use crate::metrics::{
-    Metrics, ModelLabels, RateLimitLabels, RequestLabels, RetryLabels, ShedLabels, TokenLabels,
-    UpstreamLabels,
+    Metrics, ModelLabels, QuotaLabels, RateLimitLabels, RequestLabels, RetryLabels, ShedLabels,
+    TokenLabels, UpstreamLabels,
 };
 use crate::openai::RequestPeek;
 use crate::pool::{Account, Key, Provider};
@@ -62,6 +63,8 @@ pub struct ProxyRequest {
     pub body: Bytes,
     /// What was read from the body.
     pub peek: RequestPeek,
+    /// The authenticated client (`None` in open mode).
+    pub client: Option<Arc<ClientState>>,
 }
 
 /// Builds the shared upstream HTTP client (pooled connections, HTTP/2 where offered).
@@ -102,7 +105,7 @@ pub async fn forward(state: &AppState, request: ProxyRequest) -> Response {
     let started = Instant::now();
     let metrics = state.metrics();
     let model = metrics.model_label(request.peek.model.as_deref().unwrap_or("none"));
-    let client = ANONYMOUS.to_owned();
+    let client = request.client.as_ref().map_or(ANONYMOUS, |c| c.config.name.as_str()).to_owned();
     let path = request.path_and_query.split('?').next().unwrap_or_default();
     let route = Metrics::route_label(path);
     let mut completion = Some(Completion {
@@ -110,6 +113,7 @@ pub async fn forward(state: &AppState, request: ProxyRequest) -> Response {
         model: model.clone(),
         client: client.clone(),
         started,
+        ticket: None,
     });
     let mut queued = Duration::ZERO;
     let outcome = forward_with_retries(state, &request, &model, &mut queued, &mut completion).await;
@@ -120,10 +124,18 @@ pub async fn forward(state: &AppState, request: ProxyRequest) -> Response {
                 let labels = ShedLabels { model: model.clone(), reason: error.kind() };
                 metrics.shed.get_or_create(&labels).inc();
             }
+            if let ProxyError::QuotaExceeded { exceeded, .. } = &error {
+                let labels =
+                    QuotaLabels { client: client.clone(), dimension: exceeded.dimension.as_str() };
+                metrics.quota_rejections.get_or_create(&labels).inc();
+            }
             error.into_response()
         }
     };
     set_queue_ms(&mut response, queued);
+    if let Some(client) = &request.client {
+        client.rate_limit_headers(response.headers_mut());
+    }
     let status = response.status().as_u16();
     metrics
         .requests
@@ -136,7 +148,7 @@ pub async fn forward(state: &AppState, request: ProxyRequest) -> Response {
     }
     // An answer not relayed as a stream is complete once its head is out.
     if let Some(completion) = completion {
-        completion.done(None);
+        completion.done(None, false);
     }
     response
 }
@@ -147,16 +159,27 @@ const ANONYMOUS: &str = "anonymous";
 /// A request that waited longer than this for capacity counts as queued.
 const QUEUED: Duration = Duration::from_millis(1);
 
-/// What is recorded once a request's answer is complete (its last byte sent, or dropped).
+/// What is recorded once a request's answer is complete (its last byte sent, or dropped), and the
+/// client quota it holds until then.
 pub(crate) struct Completion {
     state: AppState,
     model: String,
     client: String,
     started: Instant,
+    ticket: Option<Ticket>,
 }
 
 impl Completion {
-    pub(crate) fn done(self, usage: Option<crate::scheduler::Usage>) {
+    /// `usage` as reported; `None` for an answer that reported none (a relayed stream keeps its
+    /// estimate, an error answer used no tokens).
+    pub(crate) fn done(mut self, usage: Option<crate::scheduler::Usage>, relayed: bool) {
+        if let Some(ticket) = self.ticket.take() {
+            match usage {
+                Some(usage) => ticket.settle(usage),
+                None if relayed => drop(ticket),
+                None => ticket.refund_tokens(),
+            }
+        }
         let metrics = self.state.metrics();
         let labels = ModelLabels { model: self.model.clone() };
         metrics
@@ -197,6 +220,7 @@ async fn forward_with_retries(
     let demand = demand::demand(
         provider,
         &state.config().queue,
+        request.client.as_deref(),
         path,
         &request.headers,
         &request.peek,
@@ -216,6 +240,19 @@ async fn forward_with_retries(
         drops_usage_events,
         deadline,
     };
+    if let Some(client) = &request.client {
+        let cost = Cost { requests: 1, tokens: demand.prompt_estimate + demand.output_budget };
+        let waiting = Instant::now();
+        let admitted = client.admit(model.unwrap_or_default(), cost, demand.deadline).await;
+        *queued += waiting.elapsed();
+        let ticket = admitted.map_err(|exceeded| ProxyError::QuotaExceeded {
+            client: client.config.name.clone(),
+            exceeded,
+        })?;
+        if let Some(completion) = completion.as_mut() {
+            completion.ticket = Some(ticket);
+        }
+    }
     // Rotation is bounded too, so an upstream that rejects every key without a wait still ends.
     let max_attempts = provider.key_count() as u32 + retry.max_retries + 1;
     let (mut attempts, mut retries) = (0u32, 0u32);

@@ -163,11 +163,11 @@ impl UsageTap {
     /// The body ended (or was dropped: hyper stops polling a body once its content-length is
     /// written, and a client may disconnect): settle with what was seen.
     pub(super) fn finish(&mut self) {
-        if !self.sse && self.reservation.is_some() {
+        if !self.sse {
             self.usage = json_tail_usage(&self.buffer);
         }
         if let Some(completion) = self.completion.take() {
-            completion.done(self.usage);
+            completion.done(self.usage, true);
         }
         let Some(reservation) = self.reservation.take() else { return };
         match self.usage {

@@ -278,7 +278,7 @@ struct Measured {
 /// keyrelay on `127.0.0.1:0` in front of `base_url`; stops when the sender is dropped.
 async fn start_proxy(base_url: &str) -> Result<(String, oneshot::Sender<()>), BoxError> {
     let mut text = format!(
-        "[retry]\nmax_retries = 0\n\n[[providers]]\nkind = \"groq\"\nbase_url = \"{base_url}\"\n"
+        "[store]\nenabled = false\n[retry]\nmax_retries = 0\n\n[[providers]]\nkind = \"groq\"\nbase_url = \"{base_url}\"\n"
     );
     for (i, key) in KEYS.iter().enumerate() {
         text.push_str(&format!(

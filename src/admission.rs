@@ -203,6 +203,37 @@ impl ClientState {
         }
     }
 
+    /// The client's daily windows (over all models, and per model), for the state file.
+    pub fn export(&self, mut save: impl FnMut(Option<&str>, Dimension, Vec<(Duration, u64)>)) {
+        let mut usage = self.lock();
+        let now = Instant::now();
+        for dimension in Dimension::ALL.into_iter().filter(|d| d.is_daily()) {
+            let entries = usage.all[dimension.index()].export(now);
+            if !entries.is_empty() {
+                save(None, dimension, entries);
+            }
+            for (model, windows) in &mut usage.models {
+                let entries = windows[dimension.index()].export(now);
+                if !entries.is_empty() {
+                    save(Some(model), dimension, entries);
+                }
+            }
+        }
+    }
+
+    /// Restores a daily window saved before a restart.
+    pub fn import(&self, model: Option<&str>, dimension: Dimension, entries: &[(Duration, u64)]) {
+        let mut usage = self.lock();
+        let now = Instant::now();
+        let windows = match model {
+            None => &mut usage.all,
+            Some(model) => {
+                usage.models.entry(model.to_owned()).or_insert_with(|| empty(self.windows))
+            }
+        };
+        windows[dimension.index()].import(entries, now);
+    }
+
     /// The client's standing in OpenAI's header format: the per-minute quota where set, else the
     /// per-day one, for requests and for tokens.
     pub fn rate_limit_headers(&self, headers: &mut HeaderMap) {

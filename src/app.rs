@@ -28,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::routes;
 use crate::scheduler::Scheduler;
+use crate::store::{State, Store, StoreError};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -44,11 +45,24 @@ struct Inner {
     clients: Clients,
     metrics: Metrics,
     client: reqwest::Client,
+    store: Option<Store>,
+}
+
+/// Why keyrelay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The upstream HTTP client could not be built.
+    #[error("cannot build the upstream HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    /// The state file could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl AppState {
-    /// Builds the state from validated config.
-    pub fn new(config: Config) -> Result<Self, reqwest::Error> {
+    /// Builds the state from validated config, restoring what the state file holds, and (inside
+    /// a tokio runtime) starts the task that flushes state back to it.
+    pub fn new(config: Config) -> Result<Self, StartupError> {
         let connect_timeout = config
             .providers
             .iter()
@@ -60,8 +74,39 @@ impl AppState {
         let scheduler = Scheduler::new(config.queue.clone());
         let metrics = Metrics::new(config.model_names());
         let clients = Clients::new(&config);
+        let store = config.store.path.as_deref().map(Store::open).transpose()?;
+        let saved = store.as_ref().map(Store::load).transpose()?;
         crate::tokens::warm_up();
-        Ok(Self { inner: Arc::new(Inner { config, pool, scheduler, clients, metrics, client }) })
+        let inner = Inner { config, pool, scheduler, clients, metrics, client, store };
+        let state = Self { inner: Arc::new(inner) };
+        if let Some(saved) = saved {
+            saved.restore(&state);
+        }
+        if state.inner.store.is_some()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(flush_periodically(Arc::downgrade(&state.inner)));
+        }
+        Ok(state)
+    }
+
+    /// The state file, if keyrelay keeps one.
+    pub fn store(&self) -> Option<&Store> {
+        self.inner.store.as_ref()
+    }
+
+    /// Writes what changed to the state file now (off the async workers).
+    pub async fn flush(&self) {
+        let state = self.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let store = state.store()?;
+            let retention = state.config().store.ledger_retention;
+            Some(store.flush(&State::capture(&state), retention))
+        })
+        .await;
+        if let Ok(Some(Err(error))) = written {
+            tracing::error!(%error, "Could not write the state file");
+        }
     }
 
     /// The running configuration.
@@ -92,6 +137,16 @@ impl AppState {
     /// The shared upstream HTTP client.
     pub fn client(&self) -> &reqwest::Client {
         &self.inner.client
+    }
+}
+
+/// Flushes every `store.flush_interval` until the app is dropped.
+async fn flush_periodically(inner: std::sync::Weak<Inner>) {
+    loop {
+        let Some(interval) = inner.upgrade().map(|i| i.config.store.flush_interval) else { return };
+        tokio::time::sleep(interval).await;
+        let Some(inner) = inner.upgrade() else { return };
+        AppState { inner }.flush().await;
     }
 }
 

@@ -25,6 +25,7 @@ pub mod routes;
 pub mod scheduler;
 pub mod secret;
 pub mod shutdown;
+pub mod store;
 pub mod telemetry;
 pub mod tokens;
 
@@ -35,7 +36,8 @@ use tokio::net::TcpListener;
 pub use app::{AppState, router};
 pub use config::Config;
 
-/// Serves keyrelay on `listener` until `shutdown` resolves, then drains in-flight requests.
+/// Serves keyrelay on `listener` until `shutdown` resolves; then stops accepting, lets in-flight
+/// and queued requests finish for up to `server.shutdown_grace`, and writes the state file.
 ///
 /// The caller binds, so tests pass a listener on `127.0.0.1:0`.
 pub async fn serve(
@@ -43,6 +45,25 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let grace = config.server.shutdown_grace;
     let state = AppState::new(config).map_err(std::io::Error::other)?;
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    let (stopping, mut stop_requested) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopping.send(true);
+    });
+    let grace_over = async move {
+        let _ = stop_requested.wait_for(|stopping| *stopping).await;
+        tokio::time::sleep(grace).await;
+    };
+    let result = tokio::select! {
+        result = server => result,
+        () = grace_over => {
+            tracing::warn!(grace_s = grace.as_secs_f64(), "Shutdown grace period over; closing the requests still open");
+            Ok(())
+        }
+    };
+    state.flush().await;
+    tracing::info!("keyrelay stopped");
+    result
 }

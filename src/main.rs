@@ -31,6 +31,19 @@ enum Command {
     Serve,
     /// Validate the configuration, report every problem, and exit.
     Check,
+    /// Print request and token totals per day, client and model from the state file's ledger
+    /// (keyrelay must not be running on that file).
+    Usage {
+        /// The state file (default: the config's `[store] path`, or KEYRELAY_STATE_PATH).
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Days back to include.
+        #[arg(long, default_value_t = 30)]
+        days: u64,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Ask a running keyrelay (at the configured listen address, or `--url`) whether it is alive:
     /// exit 0 if `/healthz` answers 200 (for container health checks).
     Health {
@@ -50,6 +63,9 @@ fn main() -> ExitCode {
     if let Some(Command::Health { url }) = &cli.command {
         return health(url.clone(), &vars);
     }
+    if let Some(Command::Usage { state: Some(path), days, json }) = &cli.command {
+        return usage(path, *days, *json);
+    }
     let config = match Config::load(cli.config.as_deref(), &vars) {
         Ok(config) => config,
         Err(error) => {
@@ -68,6 +84,15 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Health { .. } => ExitCode::SUCCESS,
+        Command::Usage { days, json, .. } => match &config.store.path {
+            Some(path) => usage(path, days, json),
+            None => {
+                eprintln!(
+                    "keyrelay: the state file is off ([store] enabled = false or KEYRELAY_STATE_PATH=off): no ledger to read"
+                );
+                ExitCode::from(2)
+            }
+        },
         Command::Serve => match run(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -122,4 +147,48 @@ fn health(url: Option<String>, vars: &HashMap<String, String>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `keyrelay usage`: totals per day, client and model from the ledger.
+fn usage(path: &std::path::Path, days: u64, json: bool) -> ExitCode {
+    use std::io::Write;
+    let since = keyrelay::store::unix_ms().saturating_sub(days * 86_400_000);
+    let records = match keyrelay::store::read_file_records(path, since) {
+        Ok(records) => records,
+        Err(error) => {
+            eprintln!("keyrelay: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rows = keyrelay::store::usage_report(&records);
+    let mut out = std::io::stdout().lock();
+    let written = if json {
+        rows.iter()
+            .try_for_each(|row| writeln!(out, "{}", serde_json::to_string(row).unwrap_or_default()))
+    } else {
+        writeln!(
+            out,
+            "{:<10}  {:<20}  {:<32}  {:>9}  {:>7}  {:>12}  {:>12}",
+            "day", "client", "model", "requests", "errors", "prompt_tok", "completion_tok"
+        )
+        .and_then(|()| {
+            rows.iter().try_for_each(|r| {
+                writeln!(
+                    out,
+                    "{:<10}  {:<20}  {:<32}  {:>9}  {:>7}  {:>12}  {:>12}",
+                    r.day,
+                    r.client,
+                    r.model,
+                    r.requests,
+                    r.errors,
+                    r.prompt_tokens,
+                    r.completion_tokens
+                )
+            })
+        })
+    };
+    if written.is_err() {
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
 }

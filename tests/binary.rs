@@ -33,7 +33,10 @@ impl Drop for Running {
 
 fn keyrelay() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_keyrelay"));
-    command.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("KEYRELAY_STATE_PATH", "off");
     command
 }
 

@@ -19,6 +19,8 @@ pub const OPENAI_BASE_URL: &str = "OPENAI_BASE_URL";
 pub const KEYRELAY_LISTEN: &str = "KEYRELAY_LISTEN";
 /// `1`/`true`: serve a non-loopback address without client keys (same as `--allow-open`).
 pub const KEYRELAY_ALLOW_OPEN: &str = "KEYRELAY_ALLOW_OPEN";
+/// Path of the state file (`off` runs without one); overrides `[store] path`.
+pub const KEYRELAY_STATE_PATH: &str = "KEYRELAY_STATE_PATH";
 /// Path of the TOML config file, same as `--config`.
 pub const KEYRELAY_CONFIG: &str = "KEYRELAY_CONFIG";
 

@@ -33,6 +33,19 @@ pub struct Config {
     pub clients: Vec<ClientConfig>,
     /// Window lengths of client quotas (`[quotas]`; shortened in tests).
     pub quota_windows: Windows,
+    /// The state file.
+    pub store: StoreConfig,
+}
+
+/// `[store]`
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The state file; `None` keeps state in memory only.
+    pub path: Option<PathBuf>,
+    /// How often changed state and ledger records are written.
+    pub flush_interval: Duration,
+    /// How long ledger records are kept.
+    pub ledger_retention: Duration,
 }
 
 /// `[[clients]]`
@@ -85,6 +98,8 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Serve a non-loopback address without client keys (anyone who can connect uses the keys).
     pub allow_open: bool,
+    /// After a shutdown signal, how long in-flight and queued requests may take to finish.
+    pub shutdown_grace: Duration,
 }
 
 /// `[retry]`

@@ -14,6 +14,17 @@ pub(super) struct RawConfig {
     pub(super) providers: Vec<RawProvider>,
     pub(super) clients: Vec<RawClient>,
     pub(super) quotas: RawQuotaWindows,
+    pub(super) store: RawStore,
+}
+
+/// `[store]`: the state file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawStore {
+    pub(super) enabled: Option<bool>,
+    pub(super) path: Option<String>,
+    pub(super) flush_interval: Option<String>,
+    pub(super) ledger_retention: Option<String>,
 }
 
 /// `[quotas]`: window lengths of client quotas.
@@ -60,6 +71,7 @@ pub(super) struct RawServer {
     pub(super) max_body_bytes: Option<u64>,
     pub(super) request_timeout: Option<String>,
     pub(super) allow_open: Option<bool>,
+    pub(super) shutdown_grace: Option<String>,
 }
 
 /// `[retry]`

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::num::NonZeroU64;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -9,7 +10,8 @@ use sha2::{Digest, Sha256};
 use super::raw::{RawAccount, RawClient, RawConfig, RawKey, RawLimits, RawProvider, RawQuota};
 use super::{
     AccountConfig, ClientConfig, Config, ConfigError, KeyConfig, ModelLimits, Problem,
-    ProviderConfig, ProviderKind, QueueConfig, Quota, QuotaPolicy, RetryConfig, ServerConfig, env,
+    ProviderConfig, ProviderKind, QueueConfig, Quota, QuotaPolicy, RetryConfig, ServerConfig,
+    StoreConfig, env,
 };
 use crate::duration;
 use crate::limits::Windows;
@@ -17,6 +19,7 @@ use crate::secret::ApiKey;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+const DEFAULT_STATE_PATH: &str = "keyrelay-state.redb";
 
 /// Collects problems while building the validated config.
 struct Validator {
@@ -61,7 +64,25 @@ pub(super) fn validate(
         max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
         request_timeout: v.duration("server.request_timeout", raw.server.request_timeout, "5m"),
         allow_open,
+        shutdown_grace: v.duration("server.shutdown_grace", raw.server.shutdown_grace, "30s"),
     };
+    let state_path = env_vars
+        .get(env::KEYRELAY_STATE_PATH)
+        .filter(|p| !p.is_empty())
+        .cloned()
+        .or(raw.store.path);
+    let store = StoreConfig {
+        path: match (raw.store.enabled, state_path.as_deref()) {
+            (Some(false), _) | (_, Some("off")) => None,
+            (_, Some(path)) => Some(PathBuf::from(path)),
+            (_, None) => Some(PathBuf::from(DEFAULT_STATE_PATH)),
+        },
+        flush_interval: v.duration("store.flush_interval", raw.store.flush_interval, "1s"),
+        ledger_retention: v.duration("store.ledger_retention", raw.store.ledger_retention, "30d"),
+    };
+    if store.flush_interval.is_zero() {
+        v.problem("store.flush_interval", "must be longer than zero, like \"1s\"");
+    }
     let clients = v.clients(raw.clients);
     let quota_windows = Windows {
         minute: v.duration("quotas.minute_window", raw.quotas.minute_window, "60s"),
@@ -113,7 +134,7 @@ pub(super) fn validate(
     }
 
     if v.problems.is_empty() {
-        Ok(Config { server, retry, queue, providers, clients, quota_windows })
+        Ok(Config { server, retry, queue, providers, clients, quota_windows, store })
     } else {
         Err(ConfigError::Invalid(v.problems))
     }

@@ -13,6 +13,7 @@
 
 mod backoff;
 pub mod classify;
+mod completion;
 pub mod demand;
 mod headers;
 mod relay;
@@ -29,18 +30,19 @@ use futures_util::{StreamExt, TryStreamExt};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use tokio::time::{Instant, timeout_at};
 
-use crate::admission::{ClientState, Ticket};
+use crate::admission::ClientState;
 use crate::app::AppState;
 use crate::error::{ProxyError, Shed};
 use crate::limits::{Cost, Dimension, read_headers};
 use crate::metrics::{
     Metrics, ModelLabels, QuotaLabels, RateLimitLabels, RequestLabels, RetryLabels, ShedLabels,
-    TokenLabels, UpstreamLabels,
+    UpstreamLabels,
 };
 use crate::openai::RequestPeek;
 use crate::pool::{Account, Key, Provider};
 use crate::scheduler::{Lane, Refusal, Reservation};
 use classify::Verdict;
+pub(crate) use completion::Completion;
 use relay::Relay;
 use usage::UsageTap;
 
@@ -108,13 +110,7 @@ pub async fn forward(state: &AppState, request: ProxyRequest) -> Response {
     let client = request.client.as_ref().map_or(ANONYMOUS, |c| c.config.name.as_str()).to_owned();
     let path = request.path_and_query.split('?').next().unwrap_or_default();
     let route = Metrics::route_label(path);
-    let mut completion = Some(Completion {
-        state: state.clone(),
-        model: model.clone(),
-        client: client.clone(),
-        started,
-        ticket: None,
-    });
+    let mut completion = Some(Completion::new(state, &model, &client, started));
     let mut queued = Duration::ZERO;
     let outcome = forward_with_retries(state, &request, &model, &mut queued, &mut completion).await;
     let mut response = match outcome {
@@ -137,6 +133,9 @@ pub async fn forward(state: &AppState, request: ProxyRequest) -> Response {
         client.rate_limit_headers(response.headers_mut());
     }
     let status = response.status().as_u16();
+    if let Some(completion) = completion.as_mut() {
+        completion.answered(status, queued);
+    }
     metrics
         .requests
         .get_or_create(&RequestLabels { route, model: model.clone(), client, status })
@@ -158,45 +157,6 @@ const ANONYMOUS: &str = "anonymous";
 
 /// A request that waited longer than this for capacity counts as queued.
 const QUEUED: Duration = Duration::from_millis(1);
-
-/// What is recorded once a request's answer is complete (its last byte sent, or dropped), and the
-/// client quota it holds until then.
-pub(crate) struct Completion {
-    state: AppState,
-    model: String,
-    client: String,
-    started: Instant,
-    ticket: Option<Ticket>,
-}
-
-impl Completion {
-    /// `usage` as reported; `None` for an answer that reported none (a relayed stream keeps its
-    /// estimate, an error answer used no tokens).
-    pub(crate) fn done(mut self, usage: Option<crate::scheduler::Usage>, relayed: bool) {
-        if let Some(ticket) = self.ticket.take() {
-            match usage {
-                Some(usage) => ticket.settle(usage),
-                None if relayed => drop(ticket),
-                None => ticket.refund_tokens(),
-            }
-        }
-        let metrics = self.state.metrics();
-        let labels = ModelLabels { model: self.model.clone() };
-        metrics
-            .request_duration
-            .get_or_create(&labels)
-            .observe(self.started.elapsed().as_secs_f64());
-        if let Some(usage) = usage {
-            for (kind, count) in
-                [("prompt", usage.prompt_tokens), ("completion", usage.completion_tokens)]
-            {
-                let labels =
-                    TokenLabels { client: self.client.clone(), model: self.model.clone(), kind };
-                metrics.tokens.get_or_create(&labels).inc_by(count);
-            }
-        }
-    }
-}
 
 /// Sets the queue-time header.
 pub fn set_queue_ms(response: &mut Response, queued: Duration) {
@@ -250,7 +210,7 @@ async fn forward_with_retries(
             exceeded,
         })?;
         if let Some(completion) = completion.as_mut() {
-            completion.ticket = Some(ticket);
+            completion.hold(ticket);
         }
     }
     // Rotation is bounded too, so an upstream that rejects every key without a wait still ends.
@@ -264,6 +224,9 @@ async fn forward_with_retries(
         let reservation = granted.map_err(|refusal| refused(refusal, model))?;
         let labels = ModelLabels { model: model_label.to_owned() };
         state.metrics().queue_wait.get_or_create(&labels).observe(waiting.elapsed().as_secs_f64());
+        if let Some(completion) = completion.as_mut() {
+            completion.queued(*queued);
+        }
         let failure = match upstream.attempt(reservation, completion).await {
             Attempt::Done(response) => return Ok(response),
             Attempt::Rotate if attempts < max_attempts => continue,
@@ -351,6 +314,9 @@ impl Upstream<'_> {
         let head_deadline = self.deadline.min(sent + provider.response_timeout);
         let outcome = timeout_at(head_deadline, send).await;
         self.record_upstream(account, key, &outcome, sent);
+        if let Some(completion) = completion.as_mut() {
+            completion.sent_through(&key.alias, sent.elapsed());
+        }
         let answer = match outcome {
             // The provider may have counted a request that timed out: the estimate stands.
             Err(_) => return Attempt::Failed(Failure::Timeout),
@@ -366,6 +332,9 @@ impl Upstream<'_> {
         self.lane.sync(account_index, &read_headers(provider.kind, answer.headers()));
         if answer.status().is_success() {
             let drops = self.drops_usage_events;
+            if let Some(completion) = completion.as_mut() {
+                completion.answered(answer.status().as_u16(), Duration::ZERO);
+            }
             let tap = UsageTap::new(reservation, completion.take());
             return Attempt::Done(relay(answer, self.request.peek.stream, tap, drops));
         }

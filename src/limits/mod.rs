@@ -14,7 +14,7 @@ pub use headers::{HeaderReport, read_headers, read_limit_from_body};
 pub use window::{ChargeId, SlidingWindow};
 
 /// A rate-limit dimension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Dimension {
     /// Requests per minute.
     Rpm,

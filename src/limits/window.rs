@@ -5,13 +5,22 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// How long a charge stays individually settleable before it may be merged.
+const SEAL_AFTER: Duration = Duration::from_secs(120);
+
+/// The id merged buckets carry; no settle ever names it.
+const MERGED: ChargeId = ChargeId(u64::MAX);
+
 /// Identifies one charge so it can be settled later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ChargeId(u64);
 
 #[derive(Debug, Clone, Copy)]
 struct Charge {
+    /// When it counts from (for a merged bucket: its newest charge).
     at: Instant,
+    /// For a merged bucket, its oldest charge (bounds the bucket to one granule).
+    first: Instant,
     amount: u64,
     /// The larger of the estimate and the settled amount: what a provider may still be counting
     /// for this request while its own settlement lags behind keyrelay's.
@@ -22,9 +31,17 @@ struct Charge {
 /// Charges made in the last `window`, plus an external term: usage the provider reported that
 /// keyrelay's own charges do not explain (other clients of the same organization, or a provider
 /// that counts more than it reports in `usage`), held until the provider's reset.
+///
+/// Charges older than [`SEAL_AFTER`] can no longer be settled or restamped; in long (daily)
+/// windows they are merged into buckets of 1/1440 of the window, each counted until its newest
+/// charge expires (so merging never frees capacity early), which bounds a day window's memory to
+/// about 1,440 buckets plus the last minutes' charges.
 #[derive(Debug)]
 pub struct SlidingWindow {
     window: Duration,
+    granule: Duration,
+    /// Merged, sealed charges, oldest first; all older than every entry of `charges`.
+    buckets: VecDeque<Charge>,
     charges: VecDeque<Charge>,
     used: u64,
     ceiling: u64,
@@ -38,6 +55,8 @@ impl SlidingWindow {
     pub fn new(window: Duration) -> Self {
         Self {
             window,
+            granule: (window / 1440).max(Duration::from_secs(1)),
+            buckets: VecDeque::new(),
             charges: VecDeque::new(),
             used: 0,
             ceiling: 0,
@@ -48,17 +67,46 @@ impl SlidingWindow {
     }
 
     fn expire(&mut self, now: Instant) {
-        while let Some(oldest) = self.charges.front() {
-            if oldest.at + self.window > now {
-                break;
+        for deque in [&mut self.buckets, &mut self.charges] {
+            while let Some(oldest) = deque.front() {
+                if oldest.at + self.window > now {
+                    break;
+                }
+                self.used -= oldest.amount;
+                self.ceiling -= oldest.ceiling;
+                deque.pop_front();
             }
-            self.used -= oldest.amount;
-            self.ceiling -= oldest.ceiling;
-            self.charges.pop_front();
         }
+        self.seal(now);
         if self.external_until.is_some_and(|until| until <= now) {
             self.external = 0;
             self.external_until = None;
+        }
+    }
+
+    /// Merges charges too old to be settled into buckets (only where the window outlives them).
+    fn seal(&mut self, now: Instant) {
+        if self.window <= SEAL_AFTER {
+            return;
+        }
+        while let Some(oldest) = self.charges.front().copied() {
+            if oldest.at + SEAL_AFTER > now {
+                break;
+            }
+            self.charges.pop_front();
+            self.merge(oldest);
+        }
+    }
+
+    fn merge(&mut self, charge: Charge) {
+        let charge = Charge { id: MERGED, ..charge };
+        match self.buckets.back_mut() {
+            Some(bucket) if charge.at.saturating_duration_since(bucket.first) < self.granule => {
+                bucket.at = bucket.at.max(charge.at);
+                bucket.amount += charge.amount;
+                bucket.ceiling += charge.ceiling;
+            }
+            _ => self.buckets.push_back(charge),
         }
     }
 
@@ -75,7 +123,7 @@ impl SlidingWindow {
         self.next_id += 1;
         self.used += amount;
         self.ceiling += amount;
-        self.charges.push_back(Charge { at: now, amount, ceiling: amount, id });
+        self.charges.push_back(Charge { at: now, first: now, amount, ceiling: amount, id });
         id
     }
 
@@ -135,7 +183,7 @@ impl SlidingWindow {
     /// How long until at least `amount` of the current charges has expired.
     fn wait_for_charges(&self, amount: u64, now: Instant) -> Option<Duration> {
         let mut freed = 0;
-        for charge in &self.charges {
+        for charge in self.buckets.iter().chain(&self.charges) {
             if freed >= amount {
                 break;
             }
@@ -145,6 +193,37 @@ impl SlidingWindow {
             }
         }
         (freed >= amount).then_some(Duration::ZERO)
+    }
+
+    /// What the window holds, as (age, amount) pairs in one-granule buckets, for persisting.
+    pub fn export(&mut self, now: Instant) -> Vec<(Duration, u64)> {
+        self.expire(now);
+        let mut out: Vec<(Duration, u64)> = Vec::new();
+        for charge in self.buckets.iter().chain(&self.charges) {
+            let age = now.saturating_duration_since(charge.at);
+            match out.last_mut() {
+                // Ages fall as charges get newer; a merged bucket keeps the youngest age.
+                Some(last) if last.0.saturating_sub(age) < self.granule => {
+                    *last = (age, last.1 + charge.amount);
+                }
+                _ => out.push((age, charge.amount)),
+            }
+        }
+        out.retain(|(_, amount)| *amount > 0);
+        out
+    }
+
+    /// Restores what [`export`](Self::export) saved (at start-up, before any charge).
+    pub fn import(&mut self, entries: &[(Duration, u64)], now: Instant) {
+        let mut entries: Vec<&(Duration, u64)> =
+            entries.iter().filter(|(age, _)| *age < self.window).collect();
+        entries.sort_by_key(|entry| std::cmp::Reverse(entry.0));
+        for (age, amount) in entries {
+            let at = now.checked_sub(*age).unwrap_or(now);
+            self.used += amount;
+            self.ceiling += amount;
+            self.merge(Charge { at, first: at, amount: *amount, ceiling: *amount, id: MERGED });
+        }
     }
 
     /// Re-syncs with the provider's view: it reports `provider_used` now, and that it is back to
@@ -205,6 +284,44 @@ mod tests {
         window.settle(slow, 2);
         assert_eq!(window.used(start + Duration::from_secs(61)), 2, "only the fast one left");
         assert_eq!(window.used(start + Duration::from_secs(65)), 0);
+    }
+
+    #[test]
+    fn a_day_window_merges_old_charges_into_bounded_buckets() {
+        let day = Duration::from_secs(86_400);
+        let start = Instant::now();
+        let mut window = SlidingWindow::new(day);
+        for second in 0..7200 {
+            window.charge(1, start + Duration::from_secs(second));
+        }
+        let now = start + Duration::from_secs(7200);
+        assert_eq!(window.used(now), 7200);
+        assert!(window.buckets.len() <= 120 + 1, "{} buckets", window.buckets.len());
+        assert!(window.charges.len() <= 121, "{} recent charges", window.charges.len());
+        // A bucket is counted until its newest charge leaves the window, never earlier.
+        assert_eq!(window.used(start + day + Duration::from_secs(30)), 7200);
+        assert_eq!(window.used(start + day + Duration::from_secs(60)), 7200 - 60);
+        assert_eq!(window.used(start + day + Duration::from_secs(7200)), 0);
+    }
+
+    #[test]
+    fn export_and_import_keep_usage_and_expiry() {
+        let day = Duration::from_secs(86_400);
+        let start = Instant::now();
+        let mut window = SlidingWindow::new(day);
+        for minute in 0..10 {
+            window.charge(5, start + Duration::from_secs(minute * 60));
+        }
+        let now = start + Duration::from_secs(600);
+        let saved = window.export(now);
+        let mut restored = SlidingWindow::new(day);
+        restored.import(&saved, now);
+        assert_eq!(restored.used(now), 50);
+        // Nothing is forgotten earlier than in the original.
+        for later in [day - Duration::from_secs(1), day + Duration::from_secs(300)] {
+            assert!(restored.used(start + later) >= window.used(start + later));
+        }
+        assert_eq!(restored.used(start + day + Duration::from_secs(600)), 0);
     }
 
     #[test]

@@ -43,6 +43,13 @@ pub enum DisableReason {
 }
 
 impl DisableReason {
+    /// The reason a label names.
+    pub fn parse(label: &str) -> Option<Self> {
+        [Self::InvalidKey, Self::Forbidden, Self::OutOfQuota]
+            .into_iter()
+            .find(|r| r.as_str() == label)
+    }
+
     /// A bounded label for logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -10,7 +10,10 @@ use crate::limits::{ChargeId, Cost, Dimension, HeaderReport, SlidingWindow, Wind
 /// An account's standing for one model.
 #[derive(Debug)]
 pub(super) struct Budget {
+    /// Effective limits: learned where the provider said, else configured.
     limits: [Option<u64>; 4],
+    /// What the provider said (headers, 429 bodies); kept across restarts.
+    learned: [Option<u64>; 4],
     windows: [SlidingWindow; 4],
     cooling_until: Option<Instant>,
 }
@@ -22,6 +25,7 @@ impl Budget {
     pub(super) fn new(limits: [Option<u64>; 4], windows: Windows) -> Self {
         Self {
             limits,
+            learned: [None; 4],
             windows: Dimension::ALL.map(|d| SlidingWindow::new(windows.of(d))),
             cooling_until: None,
         }
@@ -92,6 +96,32 @@ impl Budget {
     /// A limit named by the provider (a header or a 429 body) replaces what was known.
     pub(super) fn learn(&mut self, dimension: Dimension, limit: u64) {
         self.limits[dimension.index()] = Some(limit.max(1));
+        self.learned[dimension.index()] = Some(limit.max(1));
+    }
+
+    /// Limits learned from the provider, for the state file.
+    pub(super) fn learned(&self) -> Vec<(Dimension, u64)> {
+        Dimension::ALL.into_iter().filter_map(|d| Some((d, self.learned[d.index()]?))).collect()
+    }
+
+    /// The daily windows as (age, amount) entries, for the state file.
+    pub(super) fn daily_windows(&mut self, now: Instant) -> Vec<(Dimension, Vec<(Duration, u64)>)> {
+        Dimension::ALL
+            .into_iter()
+            .filter(|d| d.is_daily())
+            .map(|d| (d, self.windows[d.index()].export(now)))
+            .filter(|(_, entries)| !entries.is_empty())
+            .collect()
+    }
+
+    /// Restores a daily window saved before a restart.
+    pub(super) fn import(
+        &mut self,
+        dimension: Dimension,
+        entries: &[(Duration, u64)],
+        now: Instant,
+    ) {
+        self.windows[dimension.index()].import(entries, now);
     }
 
     /// Re-syncs dimensions the provider reports in headers.

@@ -16,9 +16,10 @@ use tokio::time::{Instant, sleep_until};
 use super::budget::Budget;
 use super::queue::{Queue, WaitKey};
 use super::reservation::Reservation;
-use super::{Demand, Grant, Headroom, Refusal};
+use super::{Demand, Grant, Headroom, Refusal, Saved};
 use crate::limits::{Cost, Dimension, HeaderReport};
 use crate::pool::Provider;
+use crate::store::{Charges, to_ages, to_unix, unix_ms};
 use crate::tokens::Correction;
 
 /// One (provider, model) and its waiters.
@@ -191,6 +192,42 @@ impl Lane {
             }
         }
         out
+    }
+
+    /// Applies state saved before a restart: daily windows and learned limits per account name.
+    pub(super) fn restore<'a>(
+        &self,
+        windows: impl Iterator<Item = (&'a str, Dimension, &'a Charges)>,
+        limits: impl Iterator<Item = (&'a str, Dimension, u64)>,
+    ) {
+        let mut state = self.lock();
+        let (now, unix_now) = (Instant::now(), unix_ms());
+        let index_of = |name: &str| self.provider.accounts().iter().position(|a| a.name == name);
+        for (account, dimension, charges) in windows {
+            if let Some(index) = index_of(account) {
+                state.budgets[index].import(dimension, &to_ages(charges, unix_now), now);
+            }
+        }
+        for (account, dimension, limit) in limits {
+            if let Some(index) = index_of(account) {
+                state.budgets[index].learn(dimension, limit);
+            }
+        }
+    }
+
+    /// Hands each account's saved state (daily windows, learned limits) to `save`.
+    pub(super) fn export(&self, mut save: impl FnMut(&str, Saved)) {
+        let mut state = self.lock();
+        let (now, unix_now) = (Instant::now(), unix_ms());
+        for (index, budget) in state.budgets.iter_mut().enumerate() {
+            let account = &self.provider.accounts()[index].name;
+            for (dimension, limit) in budget.learned() {
+                save(account, Saved::Limit(dimension, limit));
+            }
+            for (dimension, entries) in budget.daily_windows(now) {
+                save(account, Saved::Window(dimension, to_unix(&entries, unix_now)));
+            }
+        }
     }
 
     /// Requests waiting now.

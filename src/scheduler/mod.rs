@@ -12,7 +12,7 @@ mod queue;
 mod reservation;
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -24,6 +24,7 @@ pub use reservation::{Reservation, Usage};
 use crate::config::QueueConfig;
 use crate::limits::{Cost, Dimension};
 use crate::pool::Provider;
+use crate::store::{Charges, State};
 
 /// Past this many lanes, requests for further unknown models share one lane per provider, so a
 /// client sending random model names cannot grow memory without bound.
@@ -44,6 +45,14 @@ pub struct Demand {
     pub output_budget: u64,
     /// When to give up waiting.
     pub deadline: Instant,
+}
+
+/// One piece of a lane's state saved across restarts.
+pub enum Saved {
+    /// A daily window's charges (unix ms, amount).
+    Window(Dimension, Charges),
+    /// A limit learned from the provider.
+    Limit(Dimension, u64),
 }
 
 /// One known limit of one account for one model, and what is left of it now.
@@ -96,12 +105,14 @@ pub(crate) type Grant = Result<Reservation, Refusal>;
 pub struct Scheduler {
     config: QueueConfig,
     lanes: RwLock<HashMap<(String, String), Arc<Lane>>>,
+    /// State saved before a restart, applied when its lane is first created.
+    restored: Mutex<State>,
 }
 
 impl Scheduler {
     /// An empty scheduler.
     pub fn new(config: QueueConfig) -> Self {
-        Self { config, lanes: RwLock::new(HashMap::new()) }
+        Self { config, lanes: RwLock::new(HashMap::new()), restored: Mutex::new(State::default()) }
     }
 
     /// The lane of `model` at `provider`.
@@ -114,9 +125,56 @@ impl Scheduler {
         let key =
             if lanes.len() >= MAX_LANES { (provider.name.clone(), String::new()) } else { key };
         let lane = lanes.entry(key).or_insert_with_key(|(_, model)| {
-            Lane::new(Arc::clone(provider), model, self.config.max_depth)
+            let lane = Lane::new(Arc::clone(provider), model, self.config.max_depth);
+            self.apply_restored(&lane);
+            lane
         });
         Arc::clone(lane)
+    }
+
+    /// Keeps what the state file held for lanes, until each lane is first used.
+    pub fn restore(&self, saved: &State) {
+        let mut restored = self.restored.lock().unwrap_or_else(|e| e.into_inner());
+        restored.account_windows = saved.account_windows.clone();
+        restored.learned_limits = saved.learned_limits.clone();
+    }
+
+    fn apply_restored(&self, lane: &Arc<Lane>) {
+        let restored = self.restored.lock().unwrap_or_else(|e| e.into_inner());
+        let (provider, model) = (&lane.provider().name, lane.model());
+        let mine = |(p, _, m, _): &(String, String, String, Dimension)| p == provider && m == model;
+        let windows = restored.account_windows.iter().filter(|(k, _)| mine(k));
+        let limits = restored.learned_limits.iter().filter(|(k, _)| mine(k));
+        lane.restore(
+            windows.map(|((_, account, _, d), charges)| (account.as_str(), *d, charges)),
+            limits.map(|((_, account, _, d), limit)| (account.as_str(), *d, *limit)),
+        );
+    }
+
+    /// Daily windows and learned limits of every lane, for the state file; lanes not used since
+    /// the restart keep what was restored.
+    pub fn export(&self, state: &mut State) {
+        let restored = self.restored.lock().unwrap_or_else(|e| e.into_inner());
+        state.account_windows = restored.account_windows.clone();
+        state.learned_limits = restored.learned_limits.clone();
+        drop(restored);
+        let lanes: Vec<Arc<Lane>> =
+            self.lanes.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        for lane in lanes {
+            let (provider, model) = (lane.provider().name.clone(), lane.model().to_owned());
+            state.account_windows.retain(|(p, _, m, _), _| *p != provider || *m != model);
+            state.learned_limits.retain(|(p, _, m, _), _| *p != provider || *m != model);
+            lane.export(|account, saved| match saved {
+                Saved::Window(dimension, charges) => {
+                    let key = (provider.clone(), account.to_owned(), model.clone(), dimension);
+                    state.account_windows.insert(key, charges);
+                }
+                Saved::Limit(dimension, limit) => {
+                    let key = (provider.clone(), account.to_owned(), model.clone(), dimension);
+                    state.learned_limits.insert(key, limit);
+                }
+            });
+        }
     }
 
     /// Every lane of `provider` re-checks its waiters (after keys were disabled or enabled).

@@ -13,13 +13,21 @@ use tokio::sync::oneshot;
 pub struct Proxy {
     pub addr: SocketAddr,
     pub state: keyrelay::AppState,
-    _stop: oneshot::Sender<()>,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Proxy {
-    /// Starts keyrelay with the config text (no environment).
+    /// Starts keyrelay with the config text (no environment); without a `[store]` table it gets
+    /// a state file of its own in a fresh temporary folder.
     pub async fn start(config_toml: &str) -> Proxy {
-        let config = Config::from_toml(config_toml, "test.toml", &HashMap::new()).unwrap();
+        let text = if config_toml.contains("[store]") {
+            config_toml.to_owned()
+        } else {
+            let path = temp_dir("proxy").join("state.redb");
+            format!("{config_toml}\n[store]\npath = \"{}\"\n", path.display())
+        };
+        let config = Config::from_toml(&text, "test.toml", &HashMap::new()).unwrap();
         Self::start_with(config).await
     }
 
@@ -29,20 +37,39 @@ impl Proxy {
         let (stop, stopped) = oneshot::channel::<()>();
         let state = keyrelay::AppState::new(config).unwrap();
         let app = keyrelay::router(state.clone());
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async {
                     let _ = stopped.await;
                 })
                 .await
         });
-        Proxy { addr, state, _stop: stop }
+        Proxy { addr, state, stop, task }
+    }
+
+    /// Stops serving and waits until the app (and its state file) is released.
+    pub async fn stop(self) {
+        let Proxy { state, stop, task, .. } = self;
+        state.flush().await;
+        drop(state);
+        let _ = stop.send(());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
     }
 
     /// `http://127.0.0.1:PORT/v1`
     pub fn url(&self) -> String {
         format!("http://{}/v1", self.addr)
     }
+}
+
+/// A fresh, empty folder under the system's temporary folder.
+pub fn temp_dir(label: &str) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("keyrelay-{label}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 /// A `[[providers]]` Groq config against `base_url` where each account is `(name, keys)`;

@@ -47,6 +47,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let grace = config.server.shutdown_grace;
     let state = AppState::new(config).map_err(std::io::Error::other)?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "keyrelay listening; point OpenAI clients at http://{address}/v1");
     let (stopping, mut stop_requested) = tokio::sync::watch::channel(false);
     let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown(async move {
         shutdown.await;

@@ -106,19 +106,18 @@ fn main() -> ExitCode {
 fn run(config: Config) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
+        let shutdown = keyrelay::shutdown::signal();
         let listener = tokio::net::TcpListener::bind(config.server.listen).await?;
-        let address = listener.local_addr()?;
         for provider in &config.providers {
             let keys: usize = provider.accounts.iter().map(|a| a.keys.len()).sum();
             tracing::info!(provider = %provider.name, base_url = %provider.base_url, accounts = provider.accounts.len(), keys, "Upstream provider ready");
         }
         if config.clients.is_empty() {
-            tracing::warn!(%address, "No [[clients]] configured: keyrelay runs open, and anyone who can reach it uses the upstream keys");
+            tracing::warn!("No [[clients]] configured: keyrelay runs open, and anyone who can reach it uses the upstream keys");
         } else {
             tracing::info!(clients = config.clients.len(), "Client keys required");
         }
-        tracing::info!(%address, "keyrelay listening; point OpenAI clients at http://{address}/v1");
-        keyrelay::serve(listener, config, keyrelay::shutdown::signal()).await
+        keyrelay::serve(listener, config, shutdown).await
     })
 }
 

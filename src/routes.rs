@@ -15,6 +15,7 @@ pub async fn proxy(State(state): State<AppState>, request: Request) -> Response 
     match read(&state, request).await {
         Ok(request) => forward::forward(&state, request).await,
         Err(error) => {
+            tracing::info!(target: "keyrelay::access", status = error.status().as_u16(), kind = error.kind(), "Request refused");
             let mut response = error.into_response();
             forward::set_queue_ms(&mut response, std::time::Duration::ZERO);
             response

@@ -1,26 +1,30 @@
 //! The shutdown signal: Ctrl-C or SIGTERM (what Docker and Kubernetes send).
 
-/// Resolves when the process is asked to stop.
-pub async fn signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+use std::future::Future;
+
+/// Registers the signal handlers now (so a SIGTERM that arrives while keyrelay is still starting
+/// is a graceful stop, not the default kill) and resolves when one of them fires.
+pub fn signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut stream) => {
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let ctrl_c = tokio::signal::ctrl_c();
+    async move {
+        let terminate = async {
+            #[cfg(unix)]
+            if let Some(mut stream) = terminate {
                 stream.recv().await;
+                return;
             }
-            Err(_) => std::future::pending::<()>().await,
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            result = ctrl_c => {
+                if result.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            () = terminate => {}
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+        tracing::info!("Shutdown requested; draining in-flight requests");
     }
-    tracing::info!("Shutdown requested; draining in-flight requests");
 }

@@ -56,6 +56,8 @@ fn start(envs: &[(&str, &str)]) -> Running {
         for line in stderr.lines().map_while(Result::ok) {
             if let Some(rest) = line.split("address=").nth(1) {
                 let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
+            } else if let Some(rest) = line.split("\"address\":\"").nth(1) {
+                let _ = tx.send(rest.split('"').next().unwrap_or_default().to_owned());
             }
             sink.lock().unwrap().push_str(&line);
             sink.lock().unwrap().push('\n');
@@ -131,7 +133,12 @@ fn check_reports_every_problem_and_exits_2() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/keyrelay.example.toml");
     let output = keyrelay()
         .args(["check", "--config", example])
-        .envs([("GROQ_KEY_A1", "x1"), ("GROQ_KEY_A2", "x2"), ("GROQ_KEY_B", "x3")])
+        .envs([
+            ("GROQ_KEY_A1", "x1"),
+            ("GROQ_KEY_A2", "x2"),
+            ("GROQ_KEY_B", "x3"),
+            ("BATCH_JOBS_KEY", "b"),
+        ])
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -160,4 +167,45 @@ async fn health_subcommand_reports_a_running_keyrelay() {
     let down = keyrelay().args(["health", "--url", &dead]).output().unwrap();
     assert_eq!(down.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&down.stderr).contains("unhealthy"));
+}
+
+#[tokio::test]
+async fn json_logs_have_one_access_line_per_request_with_its_request_id() {
+    let mock =
+        MockServer::start(MockConfig::orgs_with_limits(&["gsk_log_secret"], MockLimits::UNLIMITED))
+            .await
+            .unwrap();
+    let running = start(&[
+        ("GROQ_API_KEYS", "gsk_log_secret"),
+        ("GROQ_BASE_URL", &mock.base_url()),
+        ("KEYRELAY_LOG_FORMAT", "json"),
+    ]);
+    let response = client()
+        .post(format!("http://{}/v1/chat/completions", running.addr))
+        .header("content-type", "application/json")
+        .header("x-request-id", "req-test-42")
+        .body(chat_body("llama-3.1-8b-instant", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-request-id"], "req-test-42", "the request id comes back");
+    let _ = response.bytes().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = running.log.lock().unwrap().clone();
+    let access: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["target"] == "keyrelay::access")
+        .collect();
+    assert_eq!(access.len(), 1, "{log}");
+    let line = &access[0];
+    assert_eq!(line["request_id"], "req-test-42");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["client"], "anonymous");
+    assert_eq!(line["model"], "llama-3.1-8b-instant");
+    assert_eq!(line["key"], "groq-1");
+    assert!(line["completion_tokens"].as_u64().unwrap() > 0);
+    assert!(line.get("queue_ms").is_some() && line.get("upstream_ms").is_some());
+    assert!(!log.contains("gsk_log_secret"));
 }

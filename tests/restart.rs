@@ -217,3 +217,45 @@ async fn disabled_keys_learned_limits_and_account_days_survive_a_restart() {
         "key b was never tried again"
     );
 }
+
+#[tokio::test]
+async fn a_graceful_stop_lets_in_flight_streams_finish() {
+    let mock = MockServer::start(MockConfig {
+        completion_tokens: 12,
+        stream_chunk_interval: Duration::from_millis(100),
+        ..MockConfig::orgs_with_limits(&["key-a"], MockLimits::UNLIMITED)
+    })
+    .await
+    .unwrap();
+    let dir = temp_dir("graceful-stop");
+    let config = write_config(&dir, &mock);
+    let mut keyrelay = start(&config);
+    let url = format!("http://{}/v1/chat/completions", keyrelay.addr);
+    let streams: Vec<_> = (0..3)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let response = client()
+                    .post(url)
+                    .header("authorization", "Bearer daily-client-key")
+                    .header("content-type", "application/json")
+                    .body(chat_body(MODEL, true))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                (status, String::from_utf8(response.bytes().await.unwrap().to_vec()).unwrap())
+            })
+        })
+        .collect();
+    // The streams are under way (about 1.2 s each) when the stop is asked for.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let pid = keyrelay.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    for stream in streams {
+        let (status, body) = stream.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(body.trim_end().ends_with("data: [DONE]"), "a stream was cut: {body}");
+    }
+    assert_eq!(keyrelay.child.wait().unwrap().code(), Some(0));
+}

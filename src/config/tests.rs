@@ -51,7 +51,12 @@ fn no_keys_anywhere_says_how_to_fix_it() {
 
 #[test]
 fn example_file_is_valid_and_groups_keys_into_accounts() {
-    let vars = env(&[("GROQ_KEY_A1", "gsk_1"), ("GROQ_KEY_A2", "gsk_2"), ("GROQ_KEY_B", "gsk_3")]);
+    let vars = env(&[
+        ("GROQ_KEY_A1", "gsk_1"),
+        ("GROQ_KEY_A2", "gsk_2"),
+        ("GROQ_KEY_B", "gsk_3"),
+        ("BATCH_JOBS_KEY", "batch"),
+    ]);
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/keyrelay.example.toml");
     let config = Config::load(Some(&path), &vars).unwrap();
     let groq = &config.providers[0];
@@ -61,6 +66,10 @@ fn example_file_is_valid_and_groups_keys_into_accounts() {
     let llama = &groq.limits["llama-3.1-8b-instant"];
     assert_eq!(llama.rpm.map(NonZeroU64::get), Some(30));
     assert_eq!(config.retry.base_delay, Duration::from_millis(250));
+    let names: Vec<_> = config.clients.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["batch-jobs", "web-app"]);
+    assert_eq!(config.clients[0].policy, QuotaPolicy::Queue);
+    assert_eq!(config.clients[0].quota.concurrency, Some(16));
 }
 
 #[test]

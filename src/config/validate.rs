@@ -101,7 +101,7 @@ pub(super) fn validate(
         max_delay: v.duration("retry.max_delay", raw.retry.max_delay, "8s"),
     };
     let queue = QueueConfig {
-        max_wait: v.duration("queue.max_wait", raw.queue.max_wait, "60s"),
+        max_wait: v.duration("queue.max_wait", raw.queue.max_wait, "120s"),
         max_depth: raw.queue.max_depth.unwrap_or(10_000),
     };
     if queue.max_depth == 0 {

@@ -1,6 +1,6 @@
 //! What happens once a request's answer is complete (its last byte sent, or the body dropped):
-//! the client's quota ticket is settled, duration and tokens are counted, and a ledger record is
-//! queued for the state file.
+//! the client's quota ticket is settled, duration and tokens are counted, the access line is
+//! logged, and a ledger record is queued for the state file.
 
 use std::time::Duration;
 
@@ -16,12 +16,19 @@ use crate::store::{LedgerRecord, unix_ms};
 pub(crate) struct Completion {
     state: AppState,
     started: Instant,
+    request_id: String,
     ticket: Option<Ticket>,
     record: LedgerRecord,
 }
 
 impl Completion {
-    pub(crate) fn new(state: &AppState, model: &str, client: &str, started: Instant) -> Self {
+    pub(crate) fn new(
+        state: &AppState,
+        request_id: &str,
+        model: &str,
+        client: &str,
+        started: Instant,
+    ) -> Self {
         let record = LedgerRecord {
             time_ms: 0,
             client: client.to_owned(),
@@ -33,7 +40,13 @@ impl Completion {
             queue_ms: 0,
             upstream_ms: 0,
         };
-        Self { state: state.clone(), started, ticket: None, record }
+        Self {
+            state: state.clone(),
+            started,
+            request_id: request_id.to_owned(),
+            ticket: None,
+            record,
+        }
     }
 
     /// Holds the client's quota ticket until the answer is done.
@@ -88,6 +101,21 @@ impl Completion {
                 metrics.tokens.get_or_create(&labels).inc_by(count);
             }
         }
+        let record = &self.record;
+        tracing::info!(
+            target: "keyrelay::access",
+            request_id = %self.request_id,
+            client = %record.client,
+            model = %record.model,
+            status = record.status,
+            key = record.key.as_deref().unwrap_or("-"),
+            queue_ms = record.queue_ms,
+            upstream_ms = record.upstream_ms,
+            prompt_tokens = record.prompt_tokens,
+            completion_tokens = record.completion_tokens,
+            duration_ms = millis(self.started.elapsed()),
+            "Request done"
+        );
         if let Some(store) = self.state.store() {
             self.record.time_ms = unix_ms();
             store.record(self.record.clone());

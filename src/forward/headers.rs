@@ -3,7 +3,8 @@
 //! Hop-by-hop headers describe one connection and never cross. The client's credentials are
 //! replaced by the upstream key. `accept-encoding` is dropped so answers arrive uncompressed and
 //! their usage can be read on the way through. The upstream's `x-ratelimit-*` headers describe
-//! one of keyrelay's accounts, not the client, so they are not passed back.
+//! one of keyrelay's accounts, not the client, so they are not passed back; the provider's
+//! `x-request-id` comes back as `x-upstream-request-id`, since `x-request-id` is the client's.
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
@@ -73,6 +74,10 @@ pub(super) fn client_response(mut upstream: HeaderMap, appends_to_body: bool) ->
     for name in limits {
         upstream.remove(name);
     }
+    // The client's request id is keyrelay's; the provider's stays visible for support tickets.
+    if let Some(id) = upstream.remove("x-request-id") {
+        upstream.insert("x-upstream-request-id", id);
+    }
     upstream
 }
 
@@ -132,6 +137,6 @@ mod tests {
             true,
         );
         let names: Vec<_> = back.keys().map(HeaderName::as_str).collect();
-        assert_eq!(names, ["x-request-id"]);
+        assert_eq!(names, ["x-upstream-request-id"]);
     }
 }

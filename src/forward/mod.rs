@@ -110,7 +110,9 @@ pub async fn forward(state: &AppState, request: ProxyRequest) -> Response {
     let client = request.client.as_ref().map_or(ANONYMOUS, |c| c.config.name.as_str()).to_owned();
     let path = request.path_and_query.split('?').next().unwrap_or_default();
     let route = Metrics::route_label(path);
-    let mut completion = Some(Completion::new(state, &model, &client, started));
+    let request_id =
+        request.headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+    let mut completion = Some(Completion::new(state, request_id, &model, &client, started));
     let mut queued = Duration::ZERO;
     let outcome = forward_with_retries(state, &request, &model, &mut queued, &mut completion).await;
     let mut response = match outcome {

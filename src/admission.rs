@@ -90,6 +90,19 @@ pub struct Exceeded {
     pub wait: Option<Duration>,
 }
 
+/// One quota's standing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaUse {
+    /// The model of a per-model quota.
+    pub model: Option<String>,
+    /// The dimension.
+    pub dimension: QuotaDimension,
+    /// The quota.
+    pub limit: u64,
+    /// Used now (in the window, or in flight).
+    pub used: u64,
+}
+
 /// Quota a request holds until its answer is done.
 pub struct Ticket {
     client: Arc<ClientState>,
@@ -201,6 +214,44 @@ impl ClientState {
                 () = finished => {}
             }
         }
+    }
+
+    /// Requests in flight, and the standing of every quota over all models and per model, for the
+    /// admin API.
+    pub fn usage_view(&self) -> (u32, Vec<QuotaUse>) {
+        let mut usage = self.lock();
+        let now = Instant::now();
+        let mut out = Vec::new();
+        let quotas = std::iter::once((None, &self.config.quota))
+            .chain(self.config.model_quotas.iter().map(|(m, q)| (Some(m.clone()), q)));
+        for (model, quota) in quotas {
+            for dimension in Dimension::ALL {
+                let Some(limit) = quota.limits[dimension.index()] else { continue };
+                let used = match &model {
+                    None => usage.all[dimension.index()].used(now),
+                    Some(m) => {
+                        usage.models.get_mut(m).map_or(0, |w| w[dimension.index()].used(now))
+                    }
+                };
+                out.push(QuotaUse {
+                    model: model.clone(),
+                    dimension: QuotaDimension::Rate(dimension),
+                    limit,
+                    used,
+                });
+            }
+            if let Some(limit) = quota.concurrency {
+                let in_flight = u64::from(usage.in_flight);
+                let limit = u64::from(limit);
+                out.push(QuotaUse {
+                    model: model.clone(),
+                    dimension: QuotaDimension::Concurrency,
+                    limit,
+                    used: in_flight,
+                });
+            }
+        }
+        (usage.in_flight, out)
     }
 
     /// The client's daily windows (over all models, and per model), for the state file.

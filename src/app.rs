@@ -172,7 +172,11 @@ pub fn router(state: AppState) -> Router {
             let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
         }));
-    Router::new()
+    let mut router = Router::new();
+    if state.config().admin_token_sha256.is_some() {
+        router = router.merge(crate::admin::routes(&state));
+    }
+    router
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(routes::metrics))

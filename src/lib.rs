@@ -9,6 +9,7 @@
 //!   ─► relay the answer chunk by chunk, or rotate / back off and try again
 //! ```
 
+pub mod admin;
 pub mod admission;
 pub mod app;
 pub mod auth;
@@ -48,6 +49,12 @@ pub async fn serve(
     let grace = config.server.shutdown_grace;
     let state = AppState::new(config).map_err(std::io::Error::other)?;
     let address = listener.local_addr()?;
+    if let Some(admin_listen) = state.config().server.admin_listen {
+        let admin = TcpListener::bind(admin_listen).await?;
+        tracing::info!(address = %admin.local_addr()?, "Operator listener (metrics, health, admin)");
+        let router = admin::operator_router(state.clone());
+        tokio::spawn(async move { axum::serve(admin, router).await });
+    }
     tracing::info!(%address, "keyrelay listening; point OpenAI clients at http://{address}/v1");
     let (stopping, mut stop_requested) = tokio::sync::watch::channel(false);
     let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown(async move {

@@ -35,6 +35,8 @@ pub struct Config {
     pub quota_windows: Windows,
     /// The state file.
     pub store: StoreConfig,
+    /// SHA-256 of the admin token; `None` disables the admin API.
+    pub admin_token_sha256: Option<[u8; 32]>,
 }
 
 /// `[store]`
@@ -100,6 +102,9 @@ pub struct ServerConfig {
     pub allow_open: bool,
     /// After a shutdown signal, how long in-flight and queued requests may take to finish.
     pub shutdown_grace: Duration,
+    /// A second listener for operators (`/metrics`, `/healthz`, `/readyz`, `/admin/*`), besides
+    /// the main one.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// `[retry]`

@@ -15,6 +15,14 @@ pub(super) struct RawConfig {
     pub(super) clients: Vec<RawClient>,
     pub(super) quotas: RawQuotaWindows,
     pub(super) store: RawStore,
+    pub(super) admin: RawAdmin,
+}
+
+/// `[admin]`: the admin API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawAdmin {
+    pub(super) token: Option<String>,
 }
 
 /// `[store]`: the state file.
@@ -72,6 +80,7 @@ pub(super) struct RawServer {
     pub(super) request_timeout: Option<String>,
     pub(super) allow_open: Option<bool>,
     pub(super) shutdown_grace: Option<String>,
+    pub(super) admin_listen: Option<String>,
 }
 
 /// `[retry]`

@@ -65,6 +65,24 @@ pub(super) fn validate(
         request_timeout: v.duration("server.request_timeout", raw.server.request_timeout, "5m"),
         allow_open,
         shutdown_grace: v.duration("server.shutdown_grace", raw.server.shutdown_grace, "30s"),
+        admin_listen: raw.server.admin_listen.and_then(|text| {
+            text.parse()
+                .map_err(|_| {
+                    v.problem(
+                        "server.admin_listen",
+                        format!("`{text}` is not an IP address and port, like `127.0.0.1:9091`"),
+                    );
+                })
+                .ok()
+        }),
+    };
+    let admin_token_sha256 = match raw.admin.token.as_deref().map(str::trim) {
+        Some(token) if token.len() >= 16 => Some(Sha256::digest(token.as_bytes()).into()),
+        Some("") | None => None,
+        Some(_) => {
+            v.problem("admin.token", "the admin token must be at least 16 characters: generate one with `openssl rand -hex 24`");
+            None
+        }
     };
     let state_path = env_vars
         .get(env::KEYRELAY_STATE_PATH)
@@ -134,7 +152,16 @@ pub(super) fn validate(
     }
 
     if v.problems.is_empty() {
-        Ok(Config { server, retry, queue, providers, clients, quota_windows, store })
+        Ok(Config {
+            server,
+            retry,
+            queue,
+            providers,
+            clients,
+            quota_windows,
+            store,
+            admin_token_sha256,
+        })
     } else {
         Err(ConfigError::Invalid(v.problems))
     }

@@ -40,6 +40,8 @@ pub enum DisableReason {
     Forbidden,
     /// `insufficient_quota`: out of credit or over a spend limit.
     OutOfQuota,
+    /// Taken out of rotation through the admin API.
+    Operator,
 }
 
 impl DisableReason {
@@ -56,6 +58,7 @@ impl DisableReason {
             Self::InvalidKey => "invalid_key",
             Self::Forbidden => "forbidden",
             Self::OutOfQuota => "out_of_quota",
+            Self::Operator => "operator",
         }
     }
 }
@@ -130,6 +133,12 @@ impl Key {
     pub fn disable(&self, reason: DisableReason) -> bool {
         *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
         !self.disabled.swap(true, Ordering::AcqRel)
+    }
+
+    /// Puts a disabled key back into rotation (an operator's call); returns false if it was active.
+    pub fn enable(&self) -> bool {
+        *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.disabled.swap(false, Ordering::AcqRel)
     }
 
     /// Why the key is disabled, if it is.

@@ -89,6 +89,11 @@ impl Budget {
         self.cooling_until = Some(self.cooling_until.map_or(until, |u| u.max(until)));
     }
 
+    /// How long the account still cools, if it does.
+    pub(super) fn cooling_left(&self, now: Instant) -> Option<Duration> {
+        self.cooling_until.map(|u| u.saturating_duration_since(now)).filter(|d| !d.is_zero())
+    }
+
     pub(super) fn cooling(&self, now: Instant) -> bool {
         self.cooling_until.is_some_and(|until| until > now)
     }

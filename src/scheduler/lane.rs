@@ -230,6 +230,22 @@ impl Lane {
         }
     }
 
+    /// Accounts of this lane cooling now, with the time left.
+    pub(super) fn cooling(&self) -> Vec<(String, String, String, Duration)> {
+        let state = self.lock();
+        let now = Instant::now();
+        state
+            .budgets
+            .iter()
+            .enumerate()
+            .filter_map(|(index, budget)| {
+                let left = budget.cooling_left(now)?;
+                let account = self.provider.accounts()[index].name.clone();
+                Some((self.provider.name.clone(), self.model.clone(), account, left))
+            })
+            .collect()
+    }
+
     /// Requests waiting now.
     pub fn depth(&self) -> usize {
         self.lock().queue.len()

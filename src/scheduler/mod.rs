@@ -208,6 +208,13 @@ impl Scheduler {
         lanes.iter().flat_map(|lane| lane.headroom()).collect()
     }
 
+    /// Accounts cooling after a 429 now: (provider, model, account, time left).
+    pub fn cooling(&self) -> Vec<(String, String, String, Duration)> {
+        let lanes: Vec<Arc<Lane>> =
+            self.lanes.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        lanes.iter().flat_map(|lane| lane.cooling()).collect()
+    }
+
     /// Requests waiting in every lane.
     pub fn depth(&self) -> usize {
         self.lanes.read().unwrap_or_else(|e| e.into_inner()).values().map(|l| l.depth()).sum()

@@ -29,6 +29,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/admin/usage", get(usage))
         .route("/admin/keys/{alias}/disable", post(disable_key))
         .route("/admin/keys/{alias}/enable", post(enable_key))
+        .route("/admin/reload", post(reload))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
 }
 
@@ -160,6 +161,7 @@ async fn clients(State(state): State<AppState>) -> Json<serde_json::Value> {
         .all()
         .iter()
         .map(|client| {
+            let config = client.config();
             let (in_flight, quotas) = client.usage_view();
             let quotas: Vec<QuotaView> = quotas
                 .into_iter()
@@ -171,10 +173,10 @@ async fn clients(State(state): State<AppState>) -> Json<serde_json::Value> {
                 })
                 .collect();
             serde_json::json!({
-                "name": client.config.name,
-                "priority": client.config.priority,
-                "policy": format!("{:?}", client.config.policy).to_lowercase(),
-                "models": client.config.models,
+                "name": client.name,
+                "priority": config.priority,
+                "policy": format!("{:?}", config.policy).to_lowercase(),
+                "models": config.models,
                 "in_flight": in_flight,
                 "quotas": quotas,
             })
@@ -213,6 +215,28 @@ async fn usage(State(state): State<AppState>, Query(query): Query<UsageQuery>) -
             tracing::error!(%error, "Could not read the ledger");
             ProxyError::Internal.into_response()
         }
+    }
+}
+
+/// Reads the config file again and applies it, or answers 400 with every problem.
+async fn reload(State(state): State<AppState>) -> Response {
+    let reloading = state.clone();
+    match tokio::task::spawn_blocking(move || reloading.reload_from_source()).await {
+        Ok(Ok(restart_only)) => {
+            Json(serde_json::json!({ "reloaded": true, "restart_only": restart_only }))
+                .into_response()
+        }
+        Ok(Err(error)) => {
+            let body = crate::openai::error_body(
+                &error.to_string(),
+                "invalid_request_error",
+                None,
+                Some("invalid_config"),
+            );
+            (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "application/json")], body)
+                .into_response()
+        }
+        Err(_) => ProxyError::Internal.into_response(),
     }
 }
 

@@ -7,7 +7,7 @@
 //! allows it, woken when its windows free up or one of its requests finishes.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue};
@@ -21,8 +21,9 @@ use crate::scheduler::{ClientId, Usage};
 
 /// A configured client and its quota state.
 pub struct ClientState {
-    /// The client's configuration.
-    pub config: ClientConfig,
+    /// The client's name (fixed for its life; a reload matches clients by name).
+    pub name: String,
+    config: RwLock<Arc<ClientConfig>>,
     /// Fair-share identity.
     pub id: ClientId,
     windows: Windows,
@@ -32,7 +33,7 @@ pub struct ClientState {
 
 impl std::fmt::Debug for ClientState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientState").field("name", &self.config.name).finish_non_exhaustive()
+        f.debug_struct("ClientState").field("name", &self.name).finish_non_exhaustive()
     }
 }
 
@@ -121,11 +122,23 @@ impl ClientState {
         let usage = QuotaUsage { all: empty(windows), models: HashMap::new(), in_flight: 0 };
         Self {
             id: hasher.finish(),
-            config,
+            name: config.name.clone(),
+            config: RwLock::new(Arc::new(config)),
             windows,
             usage: Mutex::new(usage),
             finished: Notify::new(),
         }
+    }
+
+    /// The client's current configuration (replaced by a reload; usage carries over).
+    pub fn config(&self) -> Arc<ClientConfig> {
+        Arc::clone(&self.config.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Applies a reloaded configuration of the same client.
+    pub fn reconfigure(&self, config: ClientConfig) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+        self.finished.notify_waiters();
     }
 
     fn lock(&self) -> MutexGuard<'_, QuotaUsage> {
@@ -134,7 +147,7 @@ impl ClientState {
 
     /// Whether the client may use `model`.
     pub fn allows(&self, model: &str) -> bool {
-        self.config.models.as_ref().is_none_or(|patterns| {
+        self.config().models.as_ref().is_none_or(|patterns| {
             patterns.iter().any(|p| match p.strip_suffix('*') {
                 Some(prefix) => model.starts_with(prefix),
                 None => p == model,
@@ -149,10 +162,10 @@ impl ClientState {
         cost: Cost,
         now: Instant,
     ) -> Result<Ticket, Exceeded> {
+        let config = self.config();
         let mut usage = self.lock();
-        let model_quota = self.config.model_quotas.get(model);
-        if let Some(limit) = self
-            .config
+        let model_quota = config.model_quotas.get(model);
+        if let Some(limit) = config
             .quota
             .concurrency
             .into_iter()
@@ -170,7 +183,7 @@ impl ClientState {
                 wait: None,
             });
         }
-        check(&self.config.quota, &mut usage.all, cost, now, None)?;
+        check(&config.quota, &mut usage.all, cost, now, None)?;
         if let Some(quota) = model_quota {
             let windows =
                 usage.models.entry(model.to_owned()).or_insert_with(|| empty(self.windows));
@@ -205,7 +218,7 @@ impl ClientState {
             let never =
                 exceeded.wait.is_none() && exceeded.dimension != QuotaDimension::Concurrency;
             let until = exceeded.wait.map_or(deadline, |wait| now + wait);
-            if self.config.policy == QuotaPolicy::Reject || never || until > deadline {
+            if self.config().policy == QuotaPolicy::Reject || never || until > deadline {
                 return Err(exceeded);
             }
             // Woken by the window freeing up, or by one of the client's requests finishing.
@@ -219,11 +232,12 @@ impl ClientState {
     /// Requests in flight, and the standing of every quota over all models and per model, for the
     /// admin API.
     pub fn usage_view(&self) -> (u32, Vec<QuotaUse>) {
+        let config = self.config();
         let mut usage = self.lock();
         let now = Instant::now();
         let mut out = Vec::new();
-        let quotas = std::iter::once((None, &self.config.quota))
-            .chain(self.config.model_quotas.iter().map(|(m, q)| (Some(m.clone()), q)));
+        let quotas = std::iter::once((None, &config.quota))
+            .chain(config.model_quotas.iter().map(|(m, q)| (Some(m.clone()), q)));
         for (model, quota) in quotas {
             for dimension in Dimension::ALL {
                 let Some(limit) = quota.limits[dimension.index()] else { continue };
@@ -288,6 +302,7 @@ impl ClientState {
     /// The client's standing in OpenAI's header format: the per-minute quota where set, else the
     /// per-day one, for requests and for tokens.
     pub fn rate_limit_headers(&self, headers: &mut HeaderMap) {
+        let config = self.config();
         let mut usage = self.lock();
         let now = Instant::now();
         for (family, minute, day) in [
@@ -296,7 +311,7 @@ impl ClientState {
         ] {
             let Some((dimension, limit)) = [minute, day]
                 .into_iter()
-                .find_map(|d| self.config.quota.limits[d.index()].map(|limit| (d, limit)))
+                .find_map(|d| config.quota.limits[d.index()].map(|limit| (d, limit)))
             else {
                 continue;
             };

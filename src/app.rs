@@ -6,7 +6,7 @@
 //! 3. mark `authorization` sensitive, so keys never reach logs;
 //! 4. trace span per request (method, path, request id).
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use axum::Router;
 use axum::body::Body;
@@ -22,7 +22,9 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::Clients;
-use crate::config::Config;
+use std::collections::HashMap;
+
+use crate::config::{Config, ConfigError};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
@@ -39,13 +41,19 @@ pub struct AppState {
 }
 
 struct Inner {
-    config: Config,
-    pool: Pool,
+    /// What a reload replaces; requests take a snapshot of it.
+    live: RwLock<Live>,
     scheduler: Scheduler,
-    clients: Clients,
     metrics: Metrics,
     client: reqwest::Client,
     store: Option<Store>,
+}
+
+#[derive(Clone)]
+struct Live {
+    config: Arc<Config>,
+    pool: Arc<Pool>,
+    clients: Arc<Clients>,
 }
 
 /// Why keyrelay could not start.
@@ -77,7 +85,9 @@ impl AppState {
         let store = config.store.path.as_deref().map(Store::open).transpose()?;
         let saved = store.as_ref().map(Store::load).transpose()?;
         crate::tokens::warm_up();
-        let inner = Inner { config, pool, scheduler, clients, metrics, client, store };
+        let live =
+            Live { config: Arc::new(config), pool: Arc::new(pool), clients: Arc::new(clients) };
+        let inner = Inner { live: RwLock::new(live), scheduler, metrics, client, store };
         let state = Self { inner: Arc::new(inner) };
         if let Some(saved) = saved {
             saved.restore(&state);
@@ -88,6 +98,52 @@ impl AppState {
             runtime.spawn(flush_periodically(Arc::downgrade(&state.inner)));
         }
         Ok(state)
+    }
+
+    /// Applies a new configuration without dropping in-flight or queued requests and without
+    /// losing counters: clients, accounts, keys and limits are matched by name. Returns the
+    /// settings that only a restart applies, if any changed.
+    pub fn reload(&self, config: Config) -> Vec<&'static str> {
+        let old = self.live().clone();
+        let mut restart_only = Vec::new();
+        let (before, after) = (&old.config, &config);
+        if before.server.listen != after.server.listen {
+            restart_only.push("server.listen");
+        }
+        if before.server.admin_listen != after.server.admin_listen {
+            restart_only.push("server.admin_listen");
+        }
+        if before.store.path != after.store.path {
+            restart_only.push("store.path");
+        }
+        if before.quota_windows != after.quota_windows {
+            restart_only.push("quotas");
+        }
+        let pool = Pool::new(&config);
+        pool.keep_key_states(&old.pool);
+        let clients = old.clients.reconfigured(&config);
+        self.inner.metrics.add_models(config.model_names());
+        let live =
+            Live { config: Arc::new(config), pool: Arc::new(pool), clients: Arc::new(clients) };
+        self.inner.scheduler.reconfigure(&live.pool);
+        *self.inner.live.write().unwrap_or_else(|e| e.into_inner()) = live;
+        for setting in &restart_only {
+            tracing::warn!(
+                setting,
+                "Changed in the reloaded config; takes effect at the next restart"
+            );
+        }
+        tracing::info!("Configuration reloaded");
+        restart_only
+    }
+
+    /// Reads the config file again (with the process environment) and applies it; an invalid
+    /// file is refused with its problems and the running configuration stays.
+    pub fn reload_from_source(&self) -> Result<Vec<&'static str>, ConfigError> {
+        let source = self.config().source.clone();
+        let vars: HashMap<String, String> = std::env::vars().collect();
+        let config = Config::load(source.as_deref(), &vars)?;
+        Ok(self.reload(config))
     }
 
     /// The state file, if keyrelay keeps one.
@@ -110,13 +166,17 @@ impl AppState {
     }
 
     /// The running configuration.
-    pub fn config(&self) -> &Config {
-        &self.inner.config
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.live().config)
+    }
+
+    fn live(&self) -> std::sync::RwLockReadGuard<'_, Live> {
+        self.inner.live.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The upstream key pool.
-    pub fn pool(&self) -> &Pool {
-        &self.inner.pool
+    pub fn pool(&self) -> Arc<Pool> {
+        Arc::clone(&self.live().pool)
     }
 
     /// The lanes and their wait queues.
@@ -125,8 +185,8 @@ impl AppState {
     }
 
     /// Client keys and quotas.
-    pub fn clients(&self) -> &Clients {
-        &self.inner.clients
+    pub fn clients(&self) -> Arc<Clients> {
+        Arc::clone(&self.live().clients)
     }
 
     /// The metrics registry and handles.
@@ -143,7 +203,11 @@ impl AppState {
 /// Flushes every `store.flush_interval` until the app is dropped.
 async fn flush_periodically(inner: std::sync::Weak<Inner>) {
     loop {
-        let Some(interval) = inner.upgrade().map(|i| i.config.store.flush_interval) else { return };
+        let Some(interval) =
+            inner.upgrade().map(|i| AppState { inner: i }.config().store.flush_interval)
+        else {
+            return;
+        };
         tokio::time::sleep(interval).await;
         let Some(inner) = inner.upgrade() else { return };
         AppState { inner }.flush().await;

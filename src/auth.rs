@@ -34,6 +34,23 @@ impl Clients {
         Self { clients }
     }
 
+    /// The clients of a reloaded `config`: a client whose name is kept keeps its state (usage,
+    /// requests in flight) with its new settings; new names start fresh.
+    pub fn reconfigured(&self, config: &Config) -> Self {
+        let clients = config
+            .clients
+            .iter()
+            .map(|c| match self.clients.iter().find(|old| old.name == c.name) {
+                Some(old) => {
+                    old.reconfigure(c.clone());
+                    Arc::clone(old)
+                }
+                None => Arc::new(ClientState::new(c.clone(), config.quota_windows)),
+            })
+            .collect();
+        Self { clients }
+    }
+
     /// True when no clients are configured: requests need no key.
     pub fn is_open(&self) -> bool {
         self.clients.is_empty()
@@ -57,7 +74,7 @@ impl Clients {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found: Option<&Arc<ClientState>> = None;
         for client in &self.clients {
-            if bool::from(client.config.key_sha256.ct_eq(&digest)) {
+            if bool::from(client.config().key_sha256.ct_eq(&digest)) {
                 found = Some(client);
             }
         }
@@ -109,7 +126,7 @@ mod tests {
     fn the_right_key_finds_its_client_and_others_are_refused() {
         let clients = clients();
         let alpha = clients.authenticate(&bearer("client-alpha-key")).unwrap().unwrap();
-        assert_eq!(alpha.config.name, "alpha");
+        assert_eq!(alpha.name, "alpha");
         assert!(matches!(clients.authenticate(&bearer("client-alpha-kez")), Err(Unauthorized)));
         assert!(matches!(clients.authenticate(&HeaderMap::new()), Err(Unauthorized)));
         let mut azure = HeaderMap::new();

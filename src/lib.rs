@@ -55,6 +55,8 @@ pub async fn serve(
         let router = admin::operator_router(state.clone());
         tokio::spawn(async move { axum::serve(admin, router).await });
     }
+    #[cfg(unix)]
+    tokio::spawn(reload_on_sighup(state.clone()));
     tracing::info!(%address, "keyrelay listening; point OpenAI clients at http://{address}/v1");
     let (stopping, mut stop_requested) = tokio::sync::watch::channel(false);
     let server = axum::serve(listener, router(state.clone())).with_graceful_shutdown(async move {
@@ -75,4 +77,22 @@ pub async fn serve(
     state.flush().await;
     tracing::info!("keyrelay stopped");
     result
+}
+
+/// SIGHUP reads the config file (and environment) again and applies it.
+#[cfg(unix)]
+async fn reload_on_sighup(state: AppState) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else { return };
+    while hangups.recv().await.is_some() {
+        let reloading = state.clone();
+        let result = tokio::task::spawn_blocking(move || reloading.reload_from_source()).await;
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                tracing::error!(%error, "Reload refused; the running configuration stays");
+            }
+            Err(_) => tracing::error!("Reload failed"),
+        }
+    }
 }

@@ -287,6 +287,11 @@ impl Metrics {
         Self { registry, ..metrics }
     }
 
+    /// Keeps `models` (a reloaded config's names) as label values.
+    pub fn add_models(&self, models: impl IntoIterator<Item = String>) {
+        self.models.lock().unwrap_or_else(|e| e.into_inner()).extend(models);
+    }
+
     /// The route label of a path after `/v1`.
     pub fn route_label(path: &str) -> &'static str {
         const ROUTES: [&str; 13] = [

@@ -34,7 +34,7 @@ async fn read(state: &AppState, request: Request) -> Result<ProxyRequest, ProxyE
     if let (Some(client), Some(model)) = (&client, &peek.model)
         && !client.allows(model)
     {
-        let client = client.config.name.clone();
+        let client = client.name.clone();
         return Err(ProxyError::ModelNotAllowed { client, model: model.clone() });
     }
     let path = parts.uri.path();
@@ -78,7 +78,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 
 /// Prometheus scrape endpoint.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let text = state.metrics().render(state.pool(), state.scheduler());
+    let text = state.metrics().render(&state.pool(), state.scheduler());
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 

@@ -193,7 +193,8 @@ async fn disabled_keys_learned_limits_and_account_days_survive_a_restart() {
         proxy.stop().await;
     }
     let proxy = common::Proxy::start(&text).await;
-    let key_b = &proxy.state.pool().providers()[0].accounts()[1].keys()[0];
+    let pool = proxy.state.pool();
+    let key_b = &pool.providers()[0].accounts()[1].keys()[0];
     assert!(!key_b.is_enabled(), "the revoked key stays disabled across the restart");
     // The day's requests of account a are back (held until its lane is first used)…
     let saved = keyrelay::store::State::capture(&proxy.state);

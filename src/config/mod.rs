@@ -37,6 +37,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// SHA-256 of the admin token; `None` disables the admin API.
     pub admin_token_sha256: Option<[u8; 32]>,
+    /// The file this configuration was read from, which a reload reads again.
+    pub source: Option<PathBuf>,
 }
 
 /// `[store]`
@@ -283,7 +285,9 @@ impl Config {
             Some(path) => read_file(path, env)?,
             None => raw::RawConfig::default(),
         };
-        validate::validate(raw, env)
+        let mut config = validate::validate(raw, env)?;
+        config.source = path.map(Path::to_owned);
+        Ok(config)
     }
 
     /// Model names the config mentions (limits and exact routing patterns), for metric labels.

@@ -161,6 +161,7 @@ pub(super) fn validate(
             quota_windows,
             store,
             admin_token_sha256,
+            source: None,
         })
     } else {
         Err(ConfigError::Invalid(v.problems))

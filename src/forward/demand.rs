@@ -41,10 +41,10 @@ pub fn demand(
     } else {
         0
     };
-    let configured_wait = client.and_then(|c| c.config.max_wait).unwrap_or(queue.max_wait);
+    let configured_wait = client.and_then(|c| c.config().max_wait).unwrap_or(queue.max_wait);
     Demand {
         client: client.map_or_else(|| client_id(headers), |c| c.id),
-        priority: priority(headers).or(client.map(|c| c.config.priority)).unwrap_or(0),
+        priority: priority(headers).or(client.map(|c| c.config().priority)).unwrap_or(0),
         cost: Cost { requests: 1, tokens: 0 },
         prompt_estimate: peek.prompt_tokens,
         output_budget,

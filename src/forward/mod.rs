@@ -107,7 +107,7 @@ pub async fn forward(state: &AppState, request: ProxyRequest) -> Response {
     let started = Instant::now();
     let metrics = state.metrics();
     let model = metrics.model_label(request.peek.model.as_deref().unwrap_or("none"));
-    let client = request.client.as_ref().map_or(ANONYMOUS, |c| c.config.name.as_str()).to_owned();
+    let client = request.client.as_ref().map_or(ANONYMOUS, |c| c.name.as_str()).to_owned();
     let path = request.path_and_query.split('?').next().unwrap_or_default();
     let route = Metrics::route_label(path);
     let request_id =
@@ -174,7 +174,8 @@ async fn forward_with_retries(
     completion: &mut Option<Completion>,
 ) -> Result<Response, ProxyError> {
     let model = request.peek.model.as_deref();
-    let provider = state.pool().route(model);
+    let pool = state.pool();
+    let provider = pool.route(model);
     let lane = state.scheduler().lane(provider, model.unwrap_or_default());
     let retry = &state.config().retry;
     let deadline = Instant::now() + state.config().server.request_timeout;
@@ -196,7 +197,6 @@ async fn forward_with_retries(
         lane: &lane,
         request,
         model_label,
-        url: format!("{}{}", provider.base_url, request.path_and_query),
         headers: headers::upstream_request(&request.headers),
         body,
         drops_usage_events,
@@ -208,7 +208,7 @@ async fn forward_with_retries(
         let admitted = client.admit(model.unwrap_or_default(), cost, demand.deadline).await;
         *queued += waiting.elapsed();
         let ticket = admitted.map_err(|exceeded| ProxyError::QuotaExceeded {
-            client: client.config.name.clone(),
+            client: client.name.clone(),
             exceeded,
         })?;
         if let Some(completion) = completion.as_mut() {
@@ -285,7 +285,6 @@ struct Upstream<'a> {
     lane: &'a Arc<Lane>,
     request: &'a ProxyRequest,
     model_label: &'a str,
-    url: String,
     headers: HeaderMap,
     /// The body as sent upstream (the client's bytes, unless stream usage was asked for).
     body: Bytes,
@@ -300,14 +299,15 @@ impl Upstream<'_> {
         reservation: Reservation,
         completion: &mut Option<Completion>,
     ) -> Attempt {
-        let provider = self.provider;
-        let account_index = reservation.account();
-        let account = &provider.accounts()[account_index];
+        // The reservation's provider, not the routed one: a reload may have replaced it since.
+        let provider = Arc::clone(reservation.provider());
+        let account = &provider.accounts()[reservation.account()];
         let key = account.key(reservation.key());
+        let url = format!("{}{}", provider.base_url, self.request.path_and_query);
         let send = self
             .state
             .client()
-            .request(self.request.method.clone(), &self.url)
+            .request(self.request.method.clone(), url)
             .headers(self.headers.clone())
             .header(header::AUTHORIZATION, key.secret.authorization().clone())
             .body(self.body.clone())
@@ -331,7 +331,8 @@ impl Upstream<'_> {
             Ok(Ok(answer)) => answer,
         };
         reservation.answered();
-        self.lane.sync(account_index, &read_headers(provider.kind, answer.headers()));
+        let reports = read_headers(provider.kind, answer.headers());
+        self.lane.sync(reservation.account_ref(), &reports);
         if answer.status().is_success() {
             let drops = self.drops_usage_events;
             if let Some(completion) = completion.as_mut() {
@@ -343,7 +344,7 @@ impl Upstream<'_> {
         let (status, headers, prefix, rest) = read_prefix(answer, self.deadline).await;
         match classify::classify(status, &headers, &prefix) {
             Verdict::RateLimited { wait, limit, dimension } => {
-                self.lane.rate_limited(account_index, wait, limit);
+                self.lane.rate_limited(reservation.account_ref(), wait, limit);
                 reservation.refund();
                 let metrics = self.state.metrics();
                 let labels = RateLimitLabels {
@@ -362,7 +363,7 @@ impl Upstream<'_> {
                 self.state.metrics().retries.get_or_create(&labels).inc();
                 if key.disable(reason) {
                     tracing::warn!(provider = %provider.name, account = %account.name, key = %key.alias, reason = reason.as_str(), status = status.as_u16(), "Upstream key disabled");
-                    self.state.scheduler().poke(provider);
+                    self.state.scheduler().poke(&provider);
                 }
                 Attempt::Rotate
             }

@@ -60,6 +60,31 @@ impl Pool {
             .map_or(first, |(_, p)| p)
     }
 
+    /// Carries key states over from `old` (keys matched by provider, account and alias), so a
+    /// reload does not bring a revoked key back.
+    pub fn keep_key_states(&self, old: &Pool) {
+        for provider in &self.providers {
+            let Some(before) = old.providers.iter().find(|p| p.name == provider.name) else {
+                continue;
+            };
+            for account in provider.accounts() {
+                let Some(was) = before.accounts().iter().find(|a| a.name == account.name) else {
+                    continue;
+                };
+                for key in account.keys() {
+                    let reason = was
+                        .keys()
+                        .iter()
+                        .find(|k| k.alias == key.alias)
+                        .and_then(Key::disabled_reason);
+                    if let Some(reason) = reason {
+                        key.disable(reason);
+                    }
+                }
+            }
+        }
+    }
+
     /// Every provider, in config order.
     pub fn providers(&self) -> &[Arc<Provider>] {
         &self.providers

@@ -31,6 +31,11 @@ impl Budget {
         }
     }
 
+    /// New configured limits after a reload; what the provider taught stays in force.
+    pub(super) fn configure(&mut self, configured: [Option<u64>; 4]) {
+        self.limits = Dimension::ALL.map(|d| self.learned[d.index()].or(configured[d.index()]));
+    }
+
     /// How long until `cost` fits; `None` if it never can (larger than a limit).
     pub(super) fn wait_for(&mut self, cost: Cost, now: Instant) -> Option<Duration> {
         let mut wait =

@@ -24,7 +24,7 @@ use crate::tokens::Correction;
 
 /// One (provider, model) and its waiters.
 pub struct Lane {
-    provider: Arc<Provider>,
+    provider_name: String,
     model: String,
     max_depth: usize,
     state: Mutex<LaneState>,
@@ -32,6 +32,10 @@ pub struct Lane {
 }
 
 pub(super) struct LaneState {
+    /// The provider as of the last (re)configuration; budgets are in its account order.
+    provider: Arc<Provider>,
+    /// Bumped by every reconfiguration, so reservations know whether their index still holds.
+    pub(super) generation: u64,
     pub(super) budgets: Vec<Budget>,
     queue: Queue,
     pub(super) correction: Correction,
@@ -51,6 +55,8 @@ impl Lane {
             .map(|account| Budget::new(account.limits_for(model), provider.windows))
             .collect();
         let state = LaneState {
+            provider: Arc::clone(&provider),
+            generation: 0,
             budgets,
             queue: Queue::default(),
             correction: Correction::default(),
@@ -58,7 +64,7 @@ impl Lane {
             next_account: 0,
         };
         let lane = Arc::new(Self {
-            provider,
+            provider_name: provider.name.clone(),
             model: model.to_owned(),
             max_depth,
             state: Mutex::new(state),
@@ -68,9 +74,46 @@ impl Lane {
         lane
     }
 
-    /// The provider this lane sends to.
-    pub fn provider(&self) -> &Arc<Provider> {
-        &self.provider
+    /// The provider this lane sends to now.
+    pub fn provider(&self) -> Arc<Provider> {
+        Arc::clone(&self.lock().provider)
+    }
+
+    /// The provider's name (fixed for the lane's life).
+    pub fn provider_name(&self) -> &str {
+        &self.provider_name
+    }
+
+    /// Applies a reloaded provider: accounts are matched by name (keeping their windows,
+    /// cooldowns and learned limits), added accounts start empty, removed ones are dropped;
+    /// waiters stay queued and are re-checked against the new accounts.
+    pub fn reconfigure(self: &Arc<Self>, provider: Arc<Provider>) {
+        self.update(|state, _| {
+            let mut old: Vec<Option<Budget>> =
+                std::mem::take(&mut state.budgets).into_iter().map(Some).collect();
+            state.budgets = provider
+                .accounts()
+                .iter()
+                .map(|account| {
+                    let limits = account.limits_for(&self.model);
+                    let kept = state
+                        .provider
+                        .accounts()
+                        .iter()
+                        .position(|a| a.name == account.name)
+                        .and_then(|i| old.get_mut(i).and_then(Option::take));
+                    match kept {
+                        Some(mut budget) => {
+                            budget.configure(limits);
+                            budget
+                        }
+                        None => Budget::new(limits, provider.windows),
+                    }
+                })
+                .collect();
+            state.provider = Arc::clone(&provider);
+            state.generation += 1;
+        });
     }
 
     /// The model this lane paces.
@@ -90,9 +133,9 @@ impl Lane {
             let mut state = self.lock();
             let now = Instant::now();
             let cost = state.cost_of(&demand);
-            state.refuse_hopeless(&self.provider, cost)?;
+            state.refuse_hopeless(cost)?;
             if state.queue.len() >= self.max_depth {
-                let retry_after = state.next_capacity(&self.provider, cost, now);
+                let retry_after = state.next_capacity(cost, now);
                 return Err(Refusal::QueueFull { retry_after });
             }
             let key = state.queue.push(Demand { cost, ..demand }, sender);
@@ -110,7 +153,7 @@ impl Lane {
             }
             () = sleep_until(deadline) => {
                 if waiting.leave() {
-                    let retry_after = self.lock().next_capacity(&self.provider, cost, Instant::now());
+                    let retry_after = self.lock().next_capacity(cost, Instant::now());
                     Err(Refusal::Deadline { retry_after })
                 } else {
                     // Granted in the instant the deadline passed: use it.
@@ -132,24 +175,28 @@ impl Lane {
     }
 
     /// The provider reported its view of an account's limits.
-    pub fn sync(self: &Arc<Self>, account: usize, reports: &[HeaderReport]) {
+    pub fn sync(self: &Arc<Self>, account: &AccountRef, reports: &[HeaderReport]) {
         if reports.is_empty() {
             return;
         }
-        self.update(|state, now| state.budgets[account].sync(reports, now));
+        self.update(|state, now| {
+            if let Some(budget) = state.budget(account) {
+                budget.sync(reports, now);
+            }
+        });
     }
 
     /// A 429: the account rests for `wait` (plus the safety margin, so the retry cannot arrive a
     /// hair before the provider's own reset); `limit` is what the body said about the limit hit.
     pub fn rate_limited(
         self: &Arc<Self>,
-        account: usize,
+        account: &AccountRef,
         wait: Duration,
         limit: Option<(Dimension, u64)>,
     ) {
-        let margin = self.provider.windows.margin;
         self.update(|state, now| {
-            let budget = &mut state.budgets[account];
+            let margin = state.provider.windows.margin;
+            let Some(budget) = state.budget(account) else { return };
             budget.cool(now + wait + margin);
             if let Some((dimension, limit)) = limit {
                 budget.learn(dimension, limit);
@@ -161,7 +208,7 @@ impl Lane {
     pub fn expected_wait(&self, demand: &Demand) -> Option<Duration> {
         let mut state = self.lock();
         let cost = state.cost_of(demand);
-        state.next_capacity(&self.provider, cost, Instant::now())
+        state.next_capacity(cost, Instant::now())
     }
 
     /// Serves or refuses waiters after keys changed state.
@@ -177,14 +224,15 @@ impl Lane {
     /// Each account's known limits and what is left of them now.
     pub fn headroom(&self) -> Vec<Headroom> {
         let mut state = self.lock();
+        let provider = Arc::clone(&state.provider);
         let now = Instant::now();
         let mut out = Vec::new();
         for (index, budget) in state.budgets.iter_mut().enumerate() {
             for (dimension, limit, remaining) in budget.headroom_by_dimension(now) {
                 out.push(Headroom {
-                    provider: self.provider.name.clone(),
+                    provider: self.provider_name.clone(),
                     model: self.model.clone(),
-                    account: self.provider.accounts()[index].name.clone(),
+                    account: provider.accounts()[index].name.clone(),
                     dimension,
                     limit,
                     remaining,
@@ -202,7 +250,8 @@ impl Lane {
     ) {
         let mut state = self.lock();
         let (now, unix_now) = (Instant::now(), unix_ms());
-        let index_of = |name: &str| self.provider.accounts().iter().position(|a| a.name == name);
+        let provider = Arc::clone(&state.provider);
+        let index_of = |name: &str| provider.accounts().iter().position(|a| a.name == name);
         for (account, dimension, charges) in windows {
             if let Some(index) = index_of(account) {
                 state.budgets[index].import(dimension, &to_ages(charges, unix_now), now);
@@ -218,9 +267,10 @@ impl Lane {
     /// Hands each account's saved state (daily windows, learned limits) to `save`.
     pub(super) fn export(&self, mut save: impl FnMut(&str, Saved)) {
         let mut state = self.lock();
+        let provider = Arc::clone(&state.provider);
         let (now, unix_now) = (Instant::now(), unix_ms());
         for (index, budget) in state.budgets.iter_mut().enumerate() {
-            let account = &self.provider.accounts()[index].name;
+            let account = &provider.accounts()[index].name;
             for (dimension, limit) in budget.learned() {
                 save(account, Saved::Limit(dimension, limit));
             }
@@ -240,8 +290,8 @@ impl Lane {
             .enumerate()
             .filter_map(|(index, budget)| {
                 let left = budget.cooling_left(now)?;
-                let account = self.provider.accounts()[index].name.clone();
-                Some((self.provider.name.clone(), self.model.clone(), account, left))
+                let account = state.provider.accounts()[index].name.clone();
+                Some((self.provider_name.clone(), self.model.clone(), account, left))
             })
             .collect()
     }
@@ -305,7 +355,30 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// An account as a reservation knows it: its provider at grant time, its index there, and the
+/// lane's generation then (a reload may reorder accounts).
+#[derive(Debug, Clone)]
+pub struct AccountRef {
+    /// The provider the account belonged to when the capacity was granted.
+    pub provider: Arc<Provider>,
+    /// Index of the account in that provider.
+    pub index: usize,
+    generation: u64,
+}
+
 impl LaneState {
+    /// The budget of `account`, found by name if the lane was reconfigured since; `None` if the
+    /// account is gone.
+    pub(super) fn budget(&mut self, account: &AccountRef) -> Option<&mut Budget> {
+        let index = if account.generation == self.generation {
+            account.index
+        } else {
+            let name = &account.provider.accounts().get(account.index)?.name;
+            self.provider.accounts().iter().position(|a| a.name == *name)?
+        };
+        self.budgets.get_mut(index)
+    }
+
     /// The cost of a demand with this lane's token correction applied.
     fn cost_of(&self, demand: &Demand) -> Cost {
         if demand.cost.tokens == 0 && demand.prompt_estimate == 0 && demand.output_budget == 0 {
@@ -319,8 +392,8 @@ impl LaneState {
 
     /// Refuses at once what waiting cannot help: no usable key, or a cost above every account's
     /// limit.
-    fn refuse_hopeless(&self, provider: &Provider, cost: Cost) -> Result<(), Refusal> {
-        let mut usable = self.usable_accounts(provider).peekable();
+    fn refuse_hopeless(&self, cost: Cost) -> Result<(), Refusal> {
+        let mut usable = self.usable_accounts().peekable();
         if usable.peek().is_none() {
             return Err(Refusal::NoUsableKey);
         }
@@ -338,23 +411,24 @@ impl LaneState {
         Err(Refusal::TooLarge { dimension, limit, needed: cost.of(dimension) })
     }
 
-    fn usable_accounts<'a>(&self, provider: &'a Provider) -> impl Iterator<Item = usize> + 'a {
-        provider.accounts().iter().enumerate().filter(|(_, a)| a.has_enabled_key()).map(|(i, _)| i)
+    fn usable_accounts(&self) -> impl Iterator<Item = usize> + '_ {
+        self.provider
+            .accounts()
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.has_enabled_key())
+            .map(|(i, _)| i)
     }
 
     /// When capacity for `cost` is expected, if ever.
-    pub(super) fn next_capacity(
-        &mut self,
-        provider: &Provider,
-        cost: Cost,
-        now: Instant,
-    ) -> Option<Duration> {
-        let usable: Vec<usize> = self.usable_accounts(provider).collect();
+    pub(super) fn next_capacity(&mut self, cost: Cost, now: Instant) -> Option<Duration> {
+        let usable: Vec<usize> = self.usable_accounts().collect();
         usable.into_iter().filter_map(|i| self.budgets[i].wait_for(cost, now)).min()
     }
 
     /// The account with the most headroom that can take `cost` now (ties rotate).
-    fn pick(&mut self, provider: &Provider, cost: Cost, now: Instant) -> Option<usize> {
+    fn pick(&mut self, cost: Cost, now: Instant) -> Option<usize> {
+        let provider = Arc::clone(&self.provider);
         let count = self.budgets.len();
         self.next_account = (self.next_account + 1) % count.max(1);
         let start = self.next_account;
@@ -379,8 +453,8 @@ impl LaneState {
     /// Serves waiters in order while the first one fits; remembers when to look again.
     pub(super) fn dispatch(&mut self, lane: &Arc<Lane>, now: Instant) -> Deliveries {
         let mut deliveries = Vec::new();
-        let provider = Arc::clone(&lane.provider);
-        if self.usable_accounts(&provider).next().is_none() {
+        let provider = Arc::clone(&self.provider);
+        if self.usable_accounts().next().is_none() {
             deliveries.extend(self.queue.drain().map(|w| (w.grant, Err(Refusal::NoUsableKey))));
             self.next_wake = None;
             return deliveries;
@@ -392,13 +466,18 @@ impl LaneState {
                 continue;
             }
             let cost = waiter.demand.cost;
-            let Some(account) = self.pick(&provider, cost, now) else {
-                self.next_wake = self.next_capacity(&provider, cost, now).map(|wait| now + wait);
+            let Some(account) = self.pick(cost, now) else {
+                self.next_wake = self.next_capacity(cost, now).map(|wait| now + wait);
                 break;
             };
             let Some(waiter) = self.queue.pop_first() else { break };
             let Some(key) = provider.accounts()[account].next_enabled_key() else { break };
             let charges = self.budgets[account].charge(cost, now);
+            let account = AccountRef {
+                provider: Arc::clone(&provider),
+                index: account,
+                generation: self.generation,
+            };
             let reservation = Reservation::new(
                 Arc::clone(lane),
                 account,

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-pub use lane::Lane;
+pub use lane::{AccountRef, Lane};
 pub use queue::ClientId;
 pub use reservation::{Reservation, Usage};
 
@@ -174,6 +174,19 @@ impl Scheduler {
                     state.learned_limits.insert(key, limit);
                 }
             });
+        }
+    }
+
+    /// Points every lane of a reloaded provider at its new accounts (lanes of providers no longer
+    /// configured keep serving the requests they hold).
+    pub fn reconfigure(&self, pool: &crate::pool::Pool) {
+        let lanes: Vec<Arc<Lane>> =
+            self.lanes.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        for lane in lanes {
+            if let Some(provider) = pool.providers().iter().find(|p| p.name == lane.provider_name())
+            {
+                lane.reconfigure(Arc::clone(provider));
+            }
         }
     }
 

@@ -6,8 +6,9 @@
 use std::sync::Arc;
 
 use super::budget::Charges;
-use super::lane::Lane;
+use super::lane::{AccountRef, Lane};
 use crate::limits::Cost;
+use crate::pool::Provider;
 
 /// Token usage a provider reported for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -21,7 +22,7 @@ pub struct Usage {
 /// Capacity granted to one attempt.
 pub struct Reservation {
     lane: Arc<Lane>,
-    account: usize,
+    account: AccountRef,
     key: usize,
     charges: Charges,
     cost: Cost,
@@ -32,7 +33,7 @@ impl std::fmt::Debug for Reservation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reservation")
             .field("model", &self.lane.model())
-            .field("account", &self.account)
+            .field("account", &self.account.index)
             .field("cost", &self.cost)
             .finish_non_exhaustive()
     }
@@ -41,7 +42,7 @@ impl std::fmt::Debug for Reservation {
 impl Reservation {
     pub(super) fn new(
         lane: Arc<Lane>,
-        account: usize,
+        account: AccountRef,
         key: usize,
         charges: Charges,
         cost: Cost,
@@ -50,9 +51,19 @@ impl Reservation {
         Self { lane, account, key, charges, cost, prompt_estimate }
     }
 
-    /// Index of the account in its provider.
+    /// Index of the account in [`provider`](Self::provider).
     pub fn account(&self) -> usize {
-        self.account
+        self.account.index
+    }
+
+    /// The account, for reporting what the provider said about it.
+    pub fn account_ref(&self) -> &AccountRef {
+        &self.account
+    }
+
+    /// The provider as it was when the capacity was granted (its accounts and keys).
+    pub fn provider(&self) -> &Arc<Provider> {
+        &self.account.provider
     }
 
     /// Index of the key in its account.
@@ -73,9 +84,10 @@ impl Reservation {
     /// The provider's answer arrived: the request's slots count from now, since the provider may
     /// have counted it any time up to now (see `SlidingWindow::restamp`).
     pub fn answered(&self) {
-        let (account, charges) = (self.account, self.charges);
         let mut state = self.lane.lock();
-        state.budgets[account].restamp(&charges, tokio::time::Instant::now());
+        if let Some(budget) = state.budget(&self.account) {
+            budget.restamp(&self.charges, tokio::time::Instant::now());
+        }
     }
 
     /// The request is done: replace the estimate with `usage` and learn from the difference.
@@ -84,10 +96,11 @@ impl Reservation {
             requests: self.cost.requests,
             tokens: usage.prompt_tokens + usage.completion_tokens,
         };
-        let (account, charges, estimate) = (self.account, self.charges, self.prompt_estimate);
         self.lane.update(|state, _| {
-            state.budgets[account].settle(&charges, used);
-            state.correction.observe(estimate, usage.prompt_tokens);
+            if let Some(budget) = state.budget(&self.account) {
+                budget.settle(&self.charges, used);
+            }
+            state.correction.observe(self.prompt_estimate, usage.prompt_tokens);
         });
     }
 
@@ -103,7 +116,10 @@ impl Reservation {
     }
 
     fn settle_to(self, used: Cost) {
-        let (account, charges) = (self.account, self.charges);
-        self.lane.update(|state, _| state.budgets[account].settle(&charges, used));
+        self.lane.update(|state, _| {
+            if let Some(budget) = state.budget(&self.account) {
+                budget.settle(&self.charges, used);
+            }
+        });
     }
 }

@@ -173,7 +173,7 @@ async fn a_429_cools_the_account_and_teaches_its_limit() {
     let lane = scheduler.lane(&pool.providers()[0], "m");
     let first = lane.acquire(demand(1, 0, LONG)).await.unwrap();
     let account = first.account();
-    lane.rate_limited(account, Duration::from_secs(5), Some((Dimension::Rpm, 30)));
+    lane.rate_limited(first.account_ref(), Duration::from_secs(5), Some((Dimension::Rpm, 30)));
     first.refund();
     for _ in 0..3 {
         let next = lane.acquire(demand(1, 0, LONG)).await.unwrap();

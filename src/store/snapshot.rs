@@ -32,7 +32,7 @@ impl State {
         let unix_now = super::unix_ms();
         for client in app.clients().all() {
             client.export(|model, dimension, entries| {
-                let key = (client.config.name.clone(), model.map(str::to_owned), dimension);
+                let key = (client.name.clone(), model.map(str::to_owned), dimension);
                 state.client_windows.insert(key, super::to_unix(&entries, unix_now));
             });
         }
@@ -56,16 +56,16 @@ impl State {
         let unix_now = super::unix_ms();
         for client in app.clients().all() {
             for ((name, model, dimension), charges) in &self.client_windows {
-                if *name == client.config.name {
+                if *name == client.name {
                     client.import(model.as_deref(), *dimension, &super::to_ages(charges, unix_now));
                 }
             }
         }
         app.scheduler().restore(self);
+        let pool = app.pool();
         for ((provider_name, account_name, alias), reason) in &self.disabled_keys {
             let reason = crate::pool::DisableReason::parse(reason);
-            let key = app
-                .pool()
+            let key = pool
                 .providers()
                 .iter()
                 .filter(|p| p.name == *provider_name)

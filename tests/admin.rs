@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Proxy, chat_body, client, groq_config_with, mock_count};
+use common::{Proxy, chat_body, client, groq_config_with, mock_count, post_chat};
 use keyrelay::mock::{KeyState, MockConfig, MockLimits, MockServer};
 
 const MODEL: &str = "llama-3.1-8b-instant";
@@ -40,16 +40,7 @@ async fn admin(proxy: &Proxy, method: &str, path: &str, token: Option<&str>) -> 
 }
 
 async fn chat(proxy: &Proxy) -> u16 {
-    client()
-        .post(format!("{}/chat/completions", proxy.url()))
-        .header("authorization", "Bearer team-client-secret")
-        .header("content-type", "application/json")
-        .body(chat_body(MODEL, false))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    post_chat(&proxy.url(), "team-client-secret", chat_body(MODEL, false)).await.status().as_u16()
 }
 
 #[tokio::test]

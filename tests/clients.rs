@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Proxy, chat_body, client, groq_config_with};
+use common::{Proxy, chat_body, client, groq_config_with, post_chat};
 use keyrelay::mock::{MockConfig, MockLimits, MockServer};
 use tokio::time::Instant;
 
@@ -32,14 +32,7 @@ async fn call(
     key: &str,
     body: String,
 ) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
-    let response = client()
-        .post(format!("{}/chat/completions", proxy.url()))
-        .header("authorization", format!("Bearer {key}"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = post_chat(&proxy.url(), key, body).await;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let json = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap_or_default();

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Proxy, chat_body, chat_with, client, groq_config_with};
+use common::{Proxy, chat_body, chat_with, groq_config_with, post_chat};
 use keyrelay::mock::{MockConfig, MockLimits, MockServer};
 use tokio::time::Instant;
 
@@ -56,16 +56,9 @@ fn burst(
     (0..count)
         .map(|_| {
             let (url, body) = (url.to_owned(), body.clone());
-            let auth = format!("Bearer {client_name}");
+            let key = client_name.to_owned();
             tokio::spawn(async move {
-                let response = client()
-                    .post(format!("{url}/chat/completions"))
-                    .header("authorization", auth)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap();
+                let response = post_chat(&url, &key, body).await;
                 let status = response.status().as_u16();
                 let _ = response.bytes().await;
                 (status, Instant::now())

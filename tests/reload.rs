@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Proxy, chat_body, client, temp_dir};
+use common::{Proxy, chat_body, client, post_chat, temp_dir};
 use keyrelay::mock::{MockConfig, MockKey, MockLimits, MockOrg, MockServer};
 use tokio::time::Instant;
 
@@ -46,14 +46,8 @@ async fn mock() -> MockServer {
 }
 
 async fn chat(proxy: &Proxy, client_name: &str, stream: bool) -> u16 {
-    let response = client()
-        .post(format!("{}/chat/completions", proxy.url()))
-        .header("authorization", format!("Bearer {client_name}-secret-key"))
-        .header("content-type", "application/json")
-        .body(chat_body(MODEL, stream))
-        .send()
-        .await
-        .unwrap();
+    let key = format!("{client_name}-secret-key");
+    let response = post_chat(&proxy.url(), &key, chat_body(MODEL, stream)).await;
     let status = response.status().as_u16();
     let body = response.bytes().await.unwrap();
     if stream && status == 200 {
@@ -91,14 +85,8 @@ async fn reload_under_load_adds_a_client_removes_a_key_and_fails_nothing() {
             tokio::spawn(async move {
                 let mut statuses = Vec::new();
                 while Instant::now() < stop_at {
-                    let response = client()
-                        .post(format!("{url}/chat/completions"))
-                        .header("authorization", "Bearer alpha-secret-key")
-                        .header("content-type", "application/json")
-                        .body(chat_body(MODEL, worker % 2 == 0))
-                        .send()
-                        .await
-                        .unwrap();
+                    let body = chat_body(MODEL, worker % 2 == 0);
+                    let response = post_chat(&url, "alpha-secret-key", body).await;
                     let status = response.status().as_u16();
                     let _ = response.bytes().await.unwrap();
                     statuses.push(status);
@@ -210,16 +198,8 @@ async fn sighup_reloads_the_binary() {
     let call = |name: &'static str| {
         let addr = addr.clone();
         async move {
-            client()
-                .post(format!("http://{addr}/v1/chat/completions"))
-                .header("authorization", format!("Bearer {name}-secret-key"))
-                .header("content-type", "application/json")
-                .body(chat_body(MODEL, false))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
+            let (base, key) = (format!("http://{addr}/v1"), format!("{name}-secret-key"));
+            post_chat(&base, &key, chat_body(MODEL, false)).await.status().as_u16()
         }
     };
     assert_eq!(call("beta").await, 401);
@@ -258,16 +238,7 @@ async fn queued_requests_survive_a_reload() {
         .map(|_| {
             let url = url.clone();
             tokio::spawn(async move {
-                client()
-                    .post(format!("{url}/chat/completions"))
-                    .header("authorization", "Bearer alpha-secret-key")
-                    .header("content-type", "application/json")
-                    .body(chat_body(MODEL, false))
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16()
+                post_chat(&url, "alpha-secret-key", chat_body(MODEL, false)).await.status().as_u16()
             })
         })
         .collect();

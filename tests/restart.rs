@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{chat_body, client, temp_dir};
+use common::{chat_body, client, post_chat, temp_dir};
 use keyrelay::mock::{MockConfig, MockLimits, MockServer};
 
 const MODEL: &str = "llama-3.1-8b-instant";
@@ -80,16 +80,8 @@ fn start(config: &Path) -> Keyrelay {
 }
 
 async fn call(keyrelay: &Keyrelay) -> u16 {
-    client()
-        .post(format!("http://{}/v1/chat/completions", keyrelay.addr))
-        .header("authorization", "Bearer daily-client-key")
-        .header("content-type", "application/json")
-        .body(chat_body(MODEL, false))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    let base = format!("http://{}/v1", keyrelay.addr);
+    post_chat(&base, "daily-client-key", chat_body(MODEL, false)).await.status().as_u16()
 }
 
 fn signal(keyrelay: &mut Keyrelay, name: &str) -> Option<i32> {

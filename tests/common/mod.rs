@@ -127,6 +127,18 @@ pub fn chat_body(model: &str, stream: bool) -> String {
     )
 }
 
+/// POSTs a chat completion body to `{base}/chat/completions` with `Bearer {key}`.
+pub async fn post_chat(base: &str, key: &str, body: String) -> reqwest::Response {
+    client()
+        .post(format!("{base}/chat/completions"))
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// POSTs a chat completion and returns status, headers and body.
 pub async fn chat(url: &str, body: String) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
     chat_with(url, body, &[]).await

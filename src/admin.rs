@@ -207,7 +207,8 @@ async fn usage(State(state): State<AppState>, Query(query): Query<UsageQuery>) -
         return (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": {"message": "keyrelay runs without a state file", "type": "invalid_request_error", "param": null, "code": "no_state_file"}}))).into_response();
     };
     state.flush().await;
-    let since = crate::store::unix_ms().saturating_sub(query.days.unwrap_or(30) * 86_400_000);
+    let days = query.days.unwrap_or(30).saturating_mul(86_400_000);
+    let since = crate::store::unix_ms().saturating_sub(days);
     match store.records(since) {
         Ok(records) => Json(serde_json::json!({ "rows": crate::store::usage_report(&records) }))
             .into_response(),

@@ -41,6 +41,8 @@ struct QuotaUsage {
     all: [SlidingWindow; 4],
     models: HashMap<String, [SlidingWindow; 4]>,
     in_flight: u32,
+    /// Requests in flight per model.
+    model_in_flight: HashMap<String, u32>,
 }
 
 /// Which quota a request went over.
@@ -119,7 +121,12 @@ impl ClientState {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         ("client", &config.name).hash(&mut hasher);
-        let usage = QuotaUsage { all: empty(windows), models: HashMap::new(), in_flight: 0 };
+        let usage = QuotaUsage {
+            all: empty(windows),
+            models: HashMap::new(),
+            in_flight: 0,
+            model_in_flight: HashMap::new(),
+        };
         Self {
             id: hasher.finish(),
             name: config.name.clone(),
@@ -165,23 +172,24 @@ impl ClientState {
         let config = self.config();
         let mut usage = self.lock();
         let model_quota = config.model_quotas.get(model);
-        if let Some(limit) = config
-            .quota
-            .concurrency
-            .into_iter()
-            .chain(model_quota.and_then(|q| q.concurrency))
-            .min()
-            && usage.in_flight >= limit
-        {
-            let (used, limit) = (u64::from(usage.in_flight), u64::from(limit));
-            return Err(Exceeded {
-                dimension: QuotaDimension::Concurrency,
-                model: None,
-                limit,
-                used,
-                requested: 1,
-                wait: None,
-            });
+        let in_model = usage.model_in_flight.get(model).copied().unwrap_or(0);
+        let caps = [
+            (config.quota.concurrency, usage.in_flight, None),
+            (model_quota.and_then(|q| q.concurrency), in_model, Some(model.to_owned())),
+        ];
+        for (limit, used, scope) in caps {
+            if let Some(limit) = limit
+                && used >= limit
+            {
+                return Err(Exceeded {
+                    dimension: QuotaDimension::Concurrency,
+                    model: scope,
+                    limit: u64::from(limit),
+                    used: u64::from(used),
+                    requested: 1,
+                    wait: None,
+                });
+            }
         }
         check(&config.quota, &mut usage.all, cost, now, None)?;
         if let Some(quota) = model_quota {
@@ -195,6 +203,7 @@ impl ClientState {
             Some(Dimension::ALL.map(|d| windows[d.index()].charge(cost.of(d), now)))
         });
         usage.in_flight += 1;
+        *usage.model_in_flight.entry(model.to_owned()).or_insert(0) += 1;
         Ok(Ticket { client: Arc::clone(self), model: model.to_owned(), all, per_model, cost })
     }
 
@@ -255,7 +264,10 @@ impl ClientState {
                 });
             }
             if let Some(limit) = quota.concurrency {
-                let in_flight = u64::from(usage.in_flight);
+                let in_flight = match &model {
+                    None => u64::from(usage.in_flight),
+                    Some(m) => u64::from(usage.model_in_flight.get(m).copied().unwrap_or(0)),
+                };
                 let limit = u64::from(limit);
                 out.push(QuotaUse {
                     model: model.clone(),
@@ -376,6 +388,20 @@ impl Ticket {
         self.settle_tokens(0);
     }
 
+    /// Nothing was used: keyrelay answered the request itself without sending it upstream.
+    pub fn refund(self) {
+        let mut usage = self.client.lock();
+        for dimension in Dimension::ALL {
+            usage.all[dimension.index()].settle(self.all[dimension.index()], 0);
+        }
+        if let (Some(charges), Some(windows)) = (self.per_model, usage.models.get_mut(&self.model))
+        {
+            for dimension in Dimension::ALL {
+                windows[dimension.index()].settle(charges[dimension.index()], 0);
+            }
+        }
+    }
+
     fn settle_tokens(&self, tokens: u64) {
         let used = Cost { requests: self.cost.requests, tokens };
         let mut usage = self.client.lock();
@@ -398,7 +424,15 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.client.lock().in_flight -= 1;
+        let mut usage = self.client.lock();
+        usage.in_flight -= 1;
+        if let Some(count) = usage.model_in_flight.get_mut(&self.model) {
+            *count -= 1;
+            if *count == 0 {
+                usage.model_in_flight.remove(&self.model);
+            }
+        }
+        drop(usage);
         self.client.finished.notify_waiters();
     }
 }

@@ -87,6 +87,7 @@ impl AppState {
         crate::tokens::warm_up();
         let live =
             Live { config: Arc::new(config), pool: Arc::new(pool), clients: Arc::new(clients) };
+        scheduler.reconfigure(&live.pool);
         let inner = Inner { live: RwLock::new(live), scheduler, metrics, client, store };
         let state = Self { inner: Arc::new(inner) };
         if let Some(saved) = saved {
@@ -103,8 +104,21 @@ impl AppState {
     /// Applies a new configuration without dropping in-flight or queued requests and without
     /// losing counters: clients, accounts, keys and limits are matched by name. Returns the
     /// settings that only a restart applies, if any changed.
-    pub fn reload(&self, config: Config) -> Vec<&'static str> {
+    ///
+    /// Refused if it would leave a non-loopback listener open: the address bound at start is
+    /// what counts, since a new `listen` only applies at the next restart.
+    pub fn reload(&self, mut config: Config) -> Result<Vec<&'static str>, ConfigError> {
         let old = self.live().clone();
+        config.cli_env.clone_from(&old.config.cli_env);
+        let bound = old.config.server.listen;
+        if config.clients.is_empty() && !config.server.allow_open && !bound.ip().is_loopback() {
+            return Err(ConfigError::Invalid(vec![crate::config::Problem::new(
+                "clients",
+                format!(
+                    "keyrelay listens on {bound}, reachable from other machines: a config without [[clients]] needs allow_open = true (or KEYRELAY_ALLOW_OPEN=1)"
+                ),
+            )]));
+        }
         let mut restart_only = Vec::new();
         let (before, after) = (&old.config, &config);
         if before.server.listen != after.server.listen {
@@ -125,8 +139,11 @@ impl AppState {
         self.inner.metrics.add_models(config.model_names());
         let live =
             Live { config: Arc::new(config), pool: Arc::new(pool), clients: Arc::new(clients) };
-        self.inner.scheduler.reconfigure(&live.pool);
+        let pool = Arc::clone(&live.pool);
         *self.inner.live.write().unwrap_or_else(|e| e.into_inner()) = live;
+        // After the swap, so a lane created meanwhile by a request holding the old pool is
+        // re-pointed too.
+        self.inner.scheduler.reconfigure(&pool);
         for setting in &restart_only {
             tracing::warn!(
                 setting,
@@ -134,16 +151,17 @@ impl AppState {
             );
         }
         tracing::info!("Configuration reloaded");
-        restart_only
+        Ok(restart_only)
     }
 
     /// Reads the config file again (with the process environment) and applies it; an invalid
     /// file is refused with its problems and the running configuration stays.
     pub fn reload_from_source(&self) -> Result<Vec<&'static str>, ConfigError> {
-        let source = self.config().source.clone();
-        let vars: HashMap<String, String> = std::env::vars().collect();
-        let config = Config::load(source.as_deref(), &vars)?;
-        Ok(self.reload(config))
+        let current = self.config();
+        let mut vars: HashMap<String, String> = std::env::vars().collect();
+        vars.extend(current.cli_env.iter().cloned());
+        let config = Config::load(current.source.as_deref(), &vars)?;
+        self.reload(config)
     }
 
     /// The state file, if keyrelay keeps one.
@@ -157,7 +175,7 @@ impl AppState {
         let written = tokio::task::spawn_blocking(move || {
             let store = state.store()?;
             let retention = state.config().store.ledger_retention;
-            Some(store.flush(&State::capture(&state), retention))
+            Some(store.flush_with(|| State::capture(&state), retention))
         })
         .await;
         if let Ok(Some(Err(error))) = written {

@@ -45,6 +45,12 @@ pub enum ProxyError {
         /// The model asked for.
         model: String,
     },
+    /// The request names no model, and the client's allowed models or model quotas need one.
+    #[error("Client `{client}` has per-model rules: the request must name its `model`.")]
+    ModelRequired {
+        /// The client's name.
+        client: String,
+    },
     /// The client is over one of its quotas.
     #[error("{}", quota_message(.client, .exceeded))]
     QuotaExceeded {
@@ -159,7 +165,9 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BodyUnreadable | Self::InvalidJson(_) => StatusCode::BAD_REQUEST,
+            Self::BodyUnreadable | Self::InvalidJson(_) | Self::ModelRequired { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::ModelNotAllowed { .. } => StatusCode::FORBIDDEN,
@@ -180,6 +188,7 @@ impl ProxyError {
             Self::NotFound { .. } => "unknown_url",
             Self::Unauthorized => "invalid_api_key",
             Self::ModelNotAllowed { .. } => "model_not_allowed",
+            Self::ModelRequired { .. } => "model_required",
             Self::QuotaExceeded { .. } => "client_quota_exceeded",
             Self::NoCapacity { shed: Shed::Deadline, .. } => "queue_timeout",
             Self::NoCapacity { shed: Shed::QueueFull, .. } => "queue_full",
@@ -198,7 +207,8 @@ impl ProxyError {
             | Self::InvalidJson(_)
             | Self::NotFound { .. }
             | Self::Unauthorized
-            | Self::ModelNotAllowed { .. } => "invalid_request_error",
+            | Self::ModelNotAllowed { .. }
+            | Self::ModelRequired { .. } => "invalid_request_error",
             Self::QuotaExceeded { exceeded, .. } => match exceeded.dimension {
                 QuotaDimension::Rate(d) if d.counts_tokens() => "tokens",
                 _ => "requests",

@@ -57,9 +57,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     let mut vars: HashMap<String, String> = std::env::vars().collect();
-    if cli.allow_open {
-        vars.insert(env::KEYRELAY_ALLOW_OPEN.to_owned(), "1".to_owned());
-    }
+    let cli_env: Vec<(String, String)> = if cli.allow_open {
+        vec![(env::KEYRELAY_ALLOW_OPEN.to_owned(), "1".to_owned())]
+    } else {
+        Vec::new()
+    };
+    vars.extend(cli_env.iter().cloned());
     if let Some(Command::Health { url }) = &cli.command {
         return health(url.clone(), &vars);
     }
@@ -67,7 +70,7 @@ fn main() -> ExitCode {
         return usage(path, *days, *json);
     }
     let config = match Config::load(cli.config.as_deref(), &vars) {
-        Ok(config) => config,
+        Ok(config) => Config { cli_env, ..config },
         Err(error) => {
             eprintln!("keyrelay: {error}");
             return ExitCode::from(2);

@@ -31,11 +31,21 @@ async fn read(state: &AppState, request: Request) -> Result<ProxyRequest, ProxyE
     let body = read_body(body, limit).await?;
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let peek = RequestPeek::from_body(content_type, &body)?;
-    if let (Some(client), Some(model)) = (&client, &peek.model)
-        && !client.allows(model)
-    {
-        let client = client.name.clone();
-        return Err(ProxyError::ModelNotAllowed { client, model: model.clone() });
+    if let Some(client) = &client {
+        let config = client.config();
+        match &peek.model {
+            Some(model) if !client.allows(model) => {
+                let client = client.name.clone();
+                return Err(ProxyError::ModelNotAllowed { client, model: model.clone() });
+            }
+            // Without a model the client's model rules could not be applied.
+            None if !body.is_empty()
+                && (config.models.is_some() || !config.model_quotas.is_empty()) =>
+            {
+                return Err(ProxyError::ModelRequired { client: client.name.clone() });
+            }
+            _ => {}
+        }
     }
     let path = parts.uri.path();
     let suffix = path.strip_prefix("/openai").unwrap_or(path);

@@ -13,9 +13,22 @@ pub const PER_MESSAGE: u64 = 4;
 /// Tokens that prime every chat answer.
 pub const PER_REQUEST: u64 = 2;
 
-/// Strings longer than this are estimated at 4 bytes per token instead of tokenized, so a huge
-/// prompt costs no more than a few milliseconds on the request path.
-const TOKENIZE_LIMIT: usize = 256 * 1024;
+/// Bytes of one request tokenized at most; the rest is estimated at 4 bytes per token, so a huge
+/// prompt (many strings or one) costs no more than a few milliseconds on the request path.
+pub const REQUEST_BUDGET: usize = 256 * 1024;
+
+thread_local! {
+    /// What is left of the current request's budget (see [`with_budget`]).
+    static BUDGET: std::cell::Cell<usize> = const { std::cell::Cell::new(REQUEST_BUDGET) };
+}
+
+/// Runs `f` (which counts one request's strings) with a fresh tokenizing budget.
+pub fn with_budget<T>(f: impl FnOnce() -> T) -> T {
+    let previous = BUDGET.replace(REQUEST_BUDGET);
+    let out = f();
+    BUDGET.set(previous);
+    out
+}
 
 fn tokenizer() -> &'static CoreBPE {
     tiktoken_rs::o200k_base_singleton()
@@ -28,7 +41,9 @@ pub fn warm_up() {
 
 /// Tokens in `text`.
 pub fn count(text: &str) -> u64 {
-    if text.len() > TOKENIZE_LIMIT {
+    let left = BUDGET.get();
+    BUDGET.set(left.saturating_sub(text.len()));
+    if text.len() > left {
         return (text.len() as u64).div_ceil(4);
     }
     tokenizer().count_ordinary(text) as u64
@@ -77,6 +92,20 @@ mod tests {
         assert_eq!(count("hello"), 1);
         let sentence = "The quick brown fox jumps over the lazy dog.";
         assert!((8..=12).contains(&count(sentence)), "{}", count(sentence));
+    }
+
+    #[test]
+    fn past_the_request_budget_strings_are_estimated_not_tokenized() {
+        let word = "tokenize ".repeat(1000);
+        let (first, rest) = with_budget(|| {
+            let first = count(&word);
+            for _ in 0..(REQUEST_BUDGET / word.len()) {
+                count(&word);
+            }
+            (first, count(&word))
+        });
+        assert!(first < 2000, "tokenized: {first}");
+        assert_eq!(rest, (word.len() as u64).div_ceil(4), "estimated past the budget");
     }
 
     #[test]

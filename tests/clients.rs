@@ -76,6 +76,11 @@ async fn a_model_outside_the_clients_list_is_a_403() {
     assert_eq!(status, 403);
     assert_eq!(json["error"]["code"], "model_not_allowed");
     assert!(json["error"]["message"].as_str().unwrap().contains("`batch`"));
+    // Without a model the list cannot be checked, however the body is dressed up.
+    let (status, _, json) =
+        call(&proxy, "batch-secret-key", "  {\"messages\":[]}".to_owned()).await;
+    assert_eq!(status, 400);
+    assert_eq!(json["error"]["code"], "model_required");
     assert_eq!(mock.stats().total, 0);
 }
 

@@ -91,6 +91,21 @@ async fn per_model_quotas_apply_on_top_of_the_client_quota() {
     assert!(client.try_admit("small", ONE, Instant::now()).is_ok());
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_per_model_concurrency_cap_counts_only_that_models_requests() {
+    let client = client("concurrency = 10", "[clients.model_quotas.big]\nconcurrency = 1");
+    let _others: Vec<_> =
+        (0..3).map(|_| client.try_admit("small", ONE, Instant::now()).unwrap()).collect();
+    let big = client.try_admit("big", ONE, Instant::now()).unwrap();
+    let exceeded = client.try_admit("big", ONE, Instant::now()).err().unwrap();
+    assert_eq!(
+        (exceeded.dimension, exceeded.model.as_deref(), exceeded.used),
+        (QuotaDimension::Concurrency, Some("big"), 1)
+    );
+    drop(big);
+    assert!(client.try_admit("big", ONE, Instant::now()).is_ok());
+}
+
 #[test]
 fn allowed_models_are_patterns() {
     let client = client("", "models = [\"llama-*\", \"whisper-large-v3\"]");

@@ -39,6 +39,8 @@ pub struct Config {
     pub admin_token_sha256: Option<[u8; 32]>,
     /// The file this configuration was read from, which a reload reads again.
     pub source: Option<PathBuf>,
+    /// Environment entries the command line set (`--allow-open`), applied again on reload.
+    pub cli_env: Vec<(String, String)>,
 }
 
 /// `[store]`
@@ -241,7 +243,8 @@ pub struct Problem {
 }
 
 impl Problem {
-    fn new(path: &str, message: impl Into<String>) -> Self {
+    /// A problem at `path`.
+    pub fn new(path: &str, message: impl Into<String>) -> Self {
         Self { path: path.to_owned(), message: message.into() }
     }
 }

@@ -162,6 +162,7 @@ pub(super) fn validate(
             store,
             admin_token_sha256,
             source: None,
+            cli_env: Vec::new(),
         })
     } else {
         Err(ConfigError::Invalid(v.problems))
@@ -205,7 +206,7 @@ impl Validator {
         };
         let models = raw.models.unwrap_or_else(|| kind.default_models());
         for (index, pattern) in models.iter().enumerate() {
-            if pattern.is_empty() || pattern[..pattern.len() - 1].contains('*') {
+            if pattern.is_empty() || pattern.strip_suffix('*').unwrap_or(pattern).contains('*') {
                 self.problem(&format!("{path}.models[{index}]"), format!("`{pattern}` is not a model pattern: write an exact model name or a prefix ending in `*`"));
             }
         }
@@ -287,7 +288,8 @@ impl Validator {
                 }
             };
             for (i, pattern) in client.models.iter().flatten().enumerate() {
-                if pattern.is_empty() || pattern[..pattern.len() - 1].contains('*') {
+                if pattern.is_empty() || pattern.strip_suffix('*').unwrap_or(pattern).contains('*')
+                {
                     self.problem(&format!("{path}.models[{i}]"), format!("`{pattern}` is not a model pattern: write an exact model name or a prefix ending in `*`"));
                 }
             }

@@ -9,6 +9,10 @@ use crate::duration;
 use crate::limits::{Dimension, read_limit_from_body};
 use crate::pool::DisableReason;
 
+/// Error codes that mean the whole account is blocked.
+const ACCOUNT_BLOCKED: [&str; 3] =
+    ["organization_restricted", "account_deactivated", "access_terminated"];
+
 /// Cooldown used when a 429 says nothing about when to come back.
 const FALLBACK_COOLDOWN: Duration = Duration::from_secs(1);
 
@@ -63,15 +67,20 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Verdict
     if code == "insufficient_quota" || kind == "insufficient_quota" {
         return Verdict::KeyDead(DisableReason::OutOfQuota);
     }
-    if code == "organization_restricted" {
+    if ACCOUNT_BLOCKED.contains(&code) {
         return Verdict::KeyDead(DisableReason::Forbidden);
+    }
+    // A header the request carried (its organization or project) does not match the key: the
+    // request's fault, not the key's.
+    if code.starts_with("mismatched_") {
+        return Verdict::Final;
     }
     if code == "invalid_api_key" || status == StatusCode::UNAUTHORIZED {
         return Verdict::KeyDead(DisableReason::InvalidKey);
     }
+    // Any other 403 (a model the organization may not use, a CDN refusing the request) is about
+    // this request; disabling the key on it would let one client switch off every key.
     match status.as_u16() {
-        // A non-JSON 403 is a CDN refusing the request, not a verdict on the key.
-        403 if parsed.is_some() => Verdict::KeyDead(DisableReason::Forbidden),
         429 => Verdict::RateLimited {
             wait: cooldown(headers, message),
             limit: read_limit_from_body(message),

@@ -19,6 +19,7 @@ pub(crate) struct Completion {
     request_id: String,
     ticket: Option<Ticket>,
     record: LedgerRecord,
+    sent_upstream: bool,
 }
 
 impl Completion {
@@ -46,6 +47,7 @@ impl Completion {
             request_id: request_id.to_owned(),
             ticket: None,
             record,
+            sent_upstream: false,
         }
     }
 
@@ -61,6 +63,7 @@ impl Completion {
 
     /// The attempt that was sent, and how long its response head took.
     pub(crate) fn sent_through(&mut self, key: &str, upstream: Duration) {
+        self.sent_upstream = true;
         self.record.key = Some(key.to_owned());
         self.record.upstream_ms = millis(upstream);
     }
@@ -80,6 +83,8 @@ impl Completion {
             match usage {
                 Some(usage) => ticket.settle(usage),
                 None if relayed => drop(ticket),
+                // keyrelay answered itself (a shed, a refusal): the request took no quota.
+                None if !self.sent_upstream => ticket.refund(),
                 None => ticket.refund_tokens(),
             }
         }

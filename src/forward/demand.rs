@@ -37,14 +37,19 @@ pub fn demand(
 ) -> Demand {
     let generates = GENERATING.iter().any(|suffix| path.ends_with(suffix));
     let output_budget = if generates {
-        u64::from(peek.n.max(1)) * peek.max_output_tokens.unwrap_or(provider.default_max_tokens)
+        u64::from(peek.n.max(1))
+            .saturating_mul(peek.max_output_tokens.unwrap_or(provider.default_max_tokens))
     } else {
         0
     };
     let configured_wait = client.and_then(|c| c.config().max_wait).unwrap_or(queue.max_wait);
     Demand {
         client: client.map_or_else(|| client_id(headers), |c| c.id),
-        priority: priority(headers).or(client.map(|c| c.config().priority)).unwrap_or(0),
+        // A configured client may lower its own priority per request, never raise it.
+        priority: match (priority(headers), client.map(|c| c.config().priority)) {
+            (Some(asked), Some(configured)) => asked.min(configured),
+            (asked, configured) => asked.or(configured).unwrap_or(0),
+        },
         cost: Cost { requests: 1, tokens: 0 },
         prompt_estimate: peek.prompt_tokens,
         output_budget,

@@ -48,7 +48,11 @@ pub(super) fn upstream_request(client: &HeaderMap) -> HeaderMap {
     {
         headers.remove(name);
     }
-    headers.remove("api-key");
+    // The client's own OpenAI organization and project would not match keyrelay's keys, and the
+    // provider would answer 401 `mismatched_organization` for every key.
+    for name in ["api-key", "openai-organization", "openai-project"] {
+        headers.remove(name);
+    }
     let ours: Vec<HeaderName> =
         headers.keys().filter(|name| name.as_str().starts_with("x-keyrelay-")).cloned().collect();
     for name in ours {
@@ -97,6 +101,8 @@ mod tests {
         let sent = upstream_request(&map(&[
             ("authorization", "Bearer client-key"),
             ("api-key", "client-key"),
+            ("openai-organization", "org-client"),
+            ("openai-project", "proj-client"),
             ("connection", "keep-alive, x-private"),
             ("x-private", "1"),
             ("keep-alive", "timeout=5"),

@@ -203,7 +203,8 @@ async fn forward_with_retries(
         deadline,
     };
     if let Some(client) = &request.client {
-        let cost = Cost { requests: 1, tokens: demand.prompt_estimate + demand.output_budget };
+        let tokens = demand.prompt_estimate.saturating_add(demand.output_budget);
+        let cost = Cost { requests: 1, tokens };
         let waiting = Instant::now();
         let admitted = client.admit(model.unwrap_or_default(), cost, demand.deadline).await;
         *queued += waiting.elapsed();

@@ -47,17 +47,20 @@ impl Relay {
     fn filter(&mut self, chunk: Bytes) -> Bytes {
         let Some(pending) = self.pending.as_mut() else { return chunk };
         pending.extend_from_slice(&chunk);
-        let end = match memchr::memmem::rfind(pending, b"\n\n") {
-            Some(end) => end + 2,
+        let end = match last_event_end(pending) {
+            Some(end) => end,
             // Not SSE as expected: pass everything on rather than hold it.
             None if pending.len() > MAX_PENDING => pending.len(),
             None => return Bytes::new(),
         };
         let complete = pending.split_to(end).freeze();
+        if !is_usage_only_event(&complete) {
+            return complete;
+        }
         let mut out = BytesMut::with_capacity(complete.len());
         let mut rest = &complete[..];
         while !rest.is_empty() {
-            let event_end = memchr::memmem::find(rest, b"\n\n").map_or(rest.len(), |e| e + 2);
+            let event_end = first_event_end(rest).unwrap_or(rest.len());
             let event = &rest[..event_end];
             if !is_usage_only_event(event) {
                 out.extend_from_slice(event);
@@ -72,6 +75,20 @@ impl Relay {
         let pending = self.pending.as_mut()?;
         (!pending.is_empty()).then(|| pending.split().freeze())
     }
+}
+
+/// Where the first SSE event of `bytes` ends (after its blank line, `\n\n` or `\r\n\r\n`).
+fn first_event_end(bytes: &[u8]) -> Option<usize> {
+    let lf = memchr::memmem::find(bytes, b"\n\n").map(|at| at + 2);
+    let crlf = memchr::memmem::find(bytes, b"\r\n\r\n").map(|at| at + 4);
+    lf.into_iter().chain(crlf).min()
+}
+
+/// Where the last complete SSE event of `bytes` ends.
+fn last_event_end(bytes: &[u8]) -> Option<usize> {
+    let lf = memchr::memmem::rfind(bytes, b"\n\n").map(|at| at + 2);
+    let crlf = memchr::memmem::rfind(bytes, b"\r\n\r\n").map(|at| at + 4);
+    lf.into_iter().chain(crlf).max()
 }
 
 impl Stream for Relay {
@@ -144,5 +161,7 @@ mod tests {
         }
         let untouched: Vec<&'static [u8]> = events.chunks(7).collect();
         assert_eq!(relay_all(untouched, false).await.as_bytes(), events);
+        let crlf: &[u8] = b"data: {\"choices\":[{}]}\r\n\r\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":3}}\r\n\r\n";
+        assert_eq!(relay_all(vec![crlf], true).await, "data: {\"choices\":[{}]}\r\n\r\n");
     }
 }

@@ -58,9 +58,11 @@ const MAX_LINE: usize = 1024 * 1024;
 
 #[derive(Deserialize)]
 struct UsageFields {
-    #[serde(default)]
+    /// `input_tokens` in the Responses API.
+    #[serde(default, alias = "input_tokens")]
     prompt_tokens: Option<u64>,
-    #[serde(default)]
+    /// `output_tokens` in the Responses API.
+    #[serde(default, alias = "output_tokens")]
     completion_tokens: Option<u64>,
 }
 
@@ -78,11 +80,14 @@ struct Chunk {
     #[serde(default)]
     usage: Option<UsageFields>,
     #[serde(default)]
-    x_groq: Option<XGroq>,
+    x_groq: Option<Nested>,
+    /// The Responses API's `response.completed` event.
+    #[serde(default)]
+    response: Option<Nested>,
 }
 
 #[derive(Deserialize)]
-struct XGroq {
+struct Nested {
     #[serde(default)]
     usage: Option<UsageFields>,
 }
@@ -147,15 +152,20 @@ impl UsageTap {
 
     fn line(&mut self, line: &[u8]) {
         let Some(data) = line.strip_prefix(b"data:") else { return };
-        if memmem::find(data, b"\"usage\"").is_none() {
+        // Most chunks carry `"usage":null` (or nothing): parse only those with a usage object.
+        if memmem::find(data, b"\"usage\":{").is_none()
+            && memmem::find(data, b"\"usage\": {").is_none()
+        {
             return;
         }
         if let Ok(chunk) = serde_json::from_slice::<Chunk>(data.trim_ascii()) {
+            let nested = |n: &Option<Nested>| n.as_ref()?.usage.as_ref()?.usage();
             let found = chunk
                 .usage
                 .as_ref()
                 .and_then(UsageFields::usage)
-                .or_else(|| chunk.x_groq.as_ref()?.usage.as_ref()?.usage());
+                .or_else(|| nested(&chunk.x_groq))
+                .or_else(|| nested(&chunk.response));
             self.usage = found.or(self.usage);
         }
     }
@@ -247,6 +257,13 @@ mod tests {
             Bytes::from_static(br#"{"stream":true,"stream_options":{"include_usage":false}}"#);
         let peek = RequestPeek::from_body(None, &own).unwrap();
         assert!(!ask_for_stream_usage(ProviderKind::OpenAi, "/chat/completions", &peek, &own).1);
+    }
+
+    #[test]
+    fn reads_responses_api_usage() {
+        let mut tap = tap(true);
+        tap.observe(b"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"r\",\"usage\":{\"input_tokens\":9,\"output_tokens\":4,\"total_tokens\":13}}}\n\n");
+        assert_eq!(tap.usage, Some(Usage { prompt_tokens: 9, completion_tokens: 4 }));
     }
 
     #[test]

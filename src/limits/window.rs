@@ -5,11 +5,16 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// How long a charge stays individually settleable before it may be merged.
-const SEAL_AFTER: Duration = Duration::from_secs(120);
+/// How long a charge stays individually settleable before it may be merged (longer than any
+/// stream is expected to run, so settling and restamping still find it).
+const SEAL_AFTER: Duration = Duration::from_secs(600);
 
 /// The id merged buckets carry; no settle ever names it.
 const MERGED: ChargeId = ChargeId(u64::MAX);
+
+/// Charge ids are unique in the process, so a reservation never settles a charge of another
+/// window (say, of an account removed and added again by reloads).
+static NEXT_CHARGE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Identifies one charge so it can be settled later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -47,7 +52,6 @@ pub struct SlidingWindow {
     ceiling: u64,
     external: u64,
     external_until: Option<Instant>,
-    next_id: u64,
 }
 
 impl SlidingWindow {
@@ -62,7 +66,6 @@ impl SlidingWindow {
             ceiling: 0,
             external: 0,
             external_until: None,
-            next_id: 0,
         }
     }
 
@@ -119,8 +122,7 @@ impl SlidingWindow {
     /// Records `amount` at `now`.
     pub fn charge(&mut self, amount: u64, now: Instant) -> ChargeId {
         self.expire(now);
-        let id = ChargeId(self.next_id);
-        self.next_id += 1;
+        let id = ChargeId(NEXT_CHARGE.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         self.used += amount;
         self.ceiling += amount;
         self.charges.push_back(Charge { at: now, first: now, amount, ceiling: amount, id });
@@ -233,7 +235,7 @@ impl SlidingWindow {
     pub fn sync(&mut self, provider_used: u64, reset: Duration, now: Instant) {
         self.expire(now);
         self.external = provider_used.saturating_sub(self.ceiling);
-        self.external_until = (self.external > 0).then_some(now + reset);
+        self.external_until = (self.external > 0).then(|| now + reset.min(self.window));
     }
 }
 
@@ -296,8 +298,8 @@ mod tests {
         }
         let now = start + Duration::from_secs(7200);
         assert_eq!(window.used(now), 7200);
-        assert!(window.buckets.len() <= 120 + 1, "{} buckets", window.buckets.len());
-        assert!(window.charges.len() <= 121, "{} recent charges", window.charges.len());
+        assert!(window.buckets.len() <= 110 + 1, "{} buckets", window.buckets.len());
+        assert!(window.charges.len() <= 601, "{} recent charges", window.charges.len());
         // A bucket is counted until its newest charge leaves the window, never earlier.
         assert_eq!(window.used(start + day + Duration::from_secs(30)), 7200);
         assert_eq!(window.used(start + day + Duration::from_secs(60)), 7200 - 60);

@@ -134,22 +134,30 @@ impl<'de> serde::de::Visitor<'de> for PromptTextVisitor {
 impl RequestPeek {
     /// Peeks at `body` according to its `content-type`.
     pub fn from_body(content_type: Option<&str>, body: &[u8]) -> Result<Self, PeekError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self { n: 1, ..Self::default() });
+        }
         let content_type = content_type.unwrap_or_default().trim_start();
         let media_type = content_type.split(';').next().unwrap_or_default().trim();
         if media_type.eq_ignore_ascii_case("multipart/form-data") {
             return Ok(Self {
-                model: multipart_field(content_type, body, "model"),
+                model: multipart_field(content_type, body, "model")?,
                 n: 1,
                 ..Self::default()
             });
         }
-        let looks_json = media_type.eq_ignore_ascii_case("application/json")
-            || (media_type.is_empty() && body.first() == Some(&b'{'));
-        if !looks_json || body.iter().all(u8::is_ascii_whitespace) {
+        let declared_json = media_type.eq_ignore_ascii_case("application/json")
+            || media_type.to_ascii_lowercase().ends_with("+json");
+        let starts_like_json = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+        if !(declared_json || starts_like_json) {
             return Ok(Self { n: 1, ..Self::default() });
         }
-        let fields: JsonFields<'_> =
-            serde_json::from_slice(body).map_err(|e| PeekError(e.to_string()))?;
+        let fields: JsonFields<'_> = match tokens::with_budget(|| serde_json::from_slice(body)) {
+            Ok(fields) => fields,
+            // Under another content type a body that merely starts with `{` may be anything.
+            Err(_) if !declared_json => return Ok(Self { n: 1, ..Self::default() }),
+            Err(e) => return Err(PeekError(e.to_string())),
+        };
         let messages = fields
             .messages
             .map_or(0, |m| m.tokens + m.items * tokens::PER_MESSAGE + tokens::PER_REQUEST);
@@ -166,25 +174,41 @@ impl RequestPeek {
     }
 }
 
-/// The text value of form field `name` in a multipart body, if present.
-fn multipart_field(content_type: &str, body: &[u8], name: &str) -> Option<String> {
-    let boundary = content_type.split(';').find_map(|param| {
+/// The text value of form field `name` in a multipart body, if present; two such fields are an
+/// error (servers disagree on which one counts).
+fn multipart_field(
+    content_type: &str,
+    body: &[u8],
+    name: &str,
+) -> Result<Option<String>, PeekError> {
+    let Some(boundary) = content_type.split(';').find_map(|param| {
         let value = param.trim().strip_prefix("boundary=")?;
         Some(value.trim_matches('"'))
-    })?;
+    }) else {
+        return Ok(None);
+    };
     let delimiter = format!("--{boundary}");
+    let closing = format!("\r\n{delimiter}");
     let needle = format!("name=\"{name}\"");
-    for part in memmem::find_iter(body, delimiter.as_bytes()) {
-        let part = &body[part + delimiter.len()..];
-        let headers_end = memmem::find(part, b"\r\n\r\n")?;
-        if memmem::find(&part[..headers_end], needle.as_bytes()).is_none() {
+    let mut found = None;
+    for start in memmem::find_iter(body, delimiter.as_bytes()) {
+        let part = &body[start + delimiter.len()..];
+        let Some(headers_end) = memmem::find(part, b"\r\n\r\n") else { continue };
+        let headers = &part[..headers_end];
+        // `name="model"` as its own parameter, not the tail of `filename="model"`.
+        let named = memmem::find_iter(headers, needle.as_bytes())
+            .any(|at| at > 0 && matches!(headers[at - 1], b' ' | b';' | b'\t'));
+        if !named {
             continue;
         }
         let value = &part[headers_end + 4..];
-        let end = memmem::find(value, format!("\r\n{delimiter}").as_bytes())?;
-        return std::str::from_utf8(&value[..end]).ok().map(|v| v.trim().to_owned());
+        let Some(end) = memmem::find(value, closing.as_bytes()) else { continue };
+        if found.is_some() {
+            return Err(PeekError(format!("the multipart body has more than one `{name}` field")));
+        }
+        found = std::str::from_utf8(&value[..end]).ok().map(|v| v.trim().to_owned());
     }
-    None
+    Ok(found)
 }
 
 #[cfg(test)]
@@ -241,6 +265,14 @@ mod tests {
         assert!(RequestPeek::from_body(Some("application/json"), b"[1]").is_err());
         assert_eq!(RequestPeek::from_body(Some("application/json"), b"").unwrap().model, None);
         assert_eq!(RequestPeek::from_body(Some("text/plain"), b"{oops").unwrap().model, None);
+        let padded = RequestPeek::from_body(Some("text/plain"), b"  \n {\"model\":\"m\"}").unwrap();
+        assert_eq!(
+            padded.model.as_deref(),
+            Some("m"),
+            "leading whitespace and another type still count"
+        );
+        let vendor = RequestPeek::from_body(Some("application/vnd.api+json"), br#"{"model":"v"}"#);
+        assert_eq!(vendor.unwrap().model.as_deref(), Some("v"));
     }
 
     #[test]
@@ -250,5 +282,11 @@ mod tests {
         assert_eq!(peek.model.as_deref(), Some("whisper-large-v3"));
         let none = RequestPeek::from_body(Some("multipart/form-data; boundary=XyZ"), b"--XyZ--");
         assert_eq!(none.unwrap().model, None);
+        let file_named_model = b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"model\"\r\n\r\nRIFF\r\n--XyZ--\r\n";
+        let peek =
+            RequestPeek::from_body(Some("multipart/form-data; boundary=XyZ"), file_named_model);
+        assert_eq!(peek.unwrap().model, None, "a file called model is not the model field");
+        let twice = b"--XyZ\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\na\r\n--XyZ\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nb\r\n--XyZ--\r\n";
+        assert!(RequestPeek::from_body(Some("multipart/form-data; boundary=XyZ"), twice).is_err());
     }
 }

@@ -47,7 +47,7 @@ pub enum DisableReason {
 impl DisableReason {
     /// The reason a label names.
     pub fn parse(label: &str) -> Option<Self> {
-        [Self::InvalidKey, Self::Forbidden, Self::OutOfQuota]
+        [Self::InvalidKey, Self::Forbidden, Self::OutOfQuota, Self::Operator]
             .into_iter()
             .find(|r| r.as_str() == label)
     }

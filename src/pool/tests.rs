@@ -72,3 +72,15 @@ fn disabled_keys_are_skipped_in_rotation() {
     assert_eq!(account.next_enabled_key(), None);
     assert!(!provider.has_usable_key());
 }
+
+#[test]
+fn every_disable_reason_survives_its_label() {
+    for reason in [
+        DisableReason::InvalidKey,
+        DisableReason::Forbidden,
+        DisableReason::OutOfQuota,
+        DisableReason::Operator,
+    ] {
+        assert_eq!(DisableReason::parse(reason.as_str()), Some(reason));
+    }
+}

@@ -43,6 +43,9 @@ pub(super) struct LaneState {
     next_account: usize,
 }
 
+/// The longest cooldown a 429 can impose (a daily limit's wait is at most a day).
+const MAX_COOLDOWN: Duration = Duration::from_secs(2 * 86_400);
+
 /// Grants to deliver once the lock is released (a refused grant drops its reservation, which
 /// takes the lock again).
 pub(super) type Deliveries = Vec<(oneshot::Sender<Grant>, Grant)>;
@@ -156,8 +159,9 @@ impl Lane {
                     let retry_after = self.lock().next_capacity(cost, Instant::now());
                     Err(Refusal::Deadline { retry_after })
                 } else {
-                    // Granted in the instant the deadline passed: use it.
-                    receiver.try_recv().unwrap_or(Err(Refusal::NoUsableKey))
+                    // Granted in the instant the deadline passed (dispatch popped it and is
+                    // about to deliver): use it.
+                    receiver.await.unwrap_or(Err(Refusal::Deadline { retry_after: None }))
                 }
             }
         }
@@ -197,7 +201,8 @@ impl Lane {
         self.update(|state, now| {
             let margin = state.provider.windows.margin;
             let Some(budget) = state.budget(account) else { return };
-            budget.cool(now + wait + margin);
+            // An absurd wait from a provider is capped, not a panic.
+            budget.cool(now + wait.min(MAX_COOLDOWN) + margin);
             if let Some((dimension, limit)) = limit {
                 budget.learn(dimension, limit);
             }
@@ -327,8 +332,10 @@ impl Lane {
 
 fn deliver(deliveries: Deliveries) {
     for (sender, grant) in deliveries {
-        // A receiver that is gone returns the grant; dropping it releases the reservation.
-        drop(sender.send(grant));
+        // The waiter left between dispatch and delivery: give its capacity back.
+        if let Err(Ok(reservation)) = sender.send(grant) {
+            reservation.refund();
+        }
     }
 }
 
@@ -386,7 +393,10 @@ impl LaneState {
         }
         Cost {
             requests: demand.cost.requests,
-            tokens: self.correction.apply(demand.prompt_estimate) + demand.output_budget,
+            tokens: self
+                .correction
+                .apply(demand.prompt_estimate)
+                .saturating_add(demand.output_budget),
         }
     }
 
@@ -467,11 +477,23 @@ impl LaneState {
             }
             let cost = waiter.demand.cost;
             let Some(account) = self.pick(cost, now) else {
-                self.next_wake = self.next_capacity(cost, now).map(|wait| now + wait);
-                break;
+                if let Some(wait) = self.next_capacity(cost, now) {
+                    self.next_wake = Some(now + wait);
+                    break;
+                }
+                // It can never fit any more (a limit learned or reloaded below its cost, or its
+                // accounts' keys disabled): answer it now instead of holding up those behind it.
+                let refusal = self
+                    .refuse_hopeless(cost)
+                    .err()
+                    .unwrap_or(Refusal::Deadline { retry_after: None });
+                if let Some(waiter) = self.queue.pop_first() {
+                    deliveries.push((waiter.grant, Err(refusal)));
+                }
+                continue;
             };
-            let Some(waiter) = self.queue.pop_first() else { break };
             let Some(key) = provider.accounts()[account].next_enabled_key() else { break };
+            let Some(waiter) = self.queue.pop_first() else { break };
             let charges = self.budgets[account].charge(cost, now);
             let account = AccountRef {
                 provider: Arc::clone(&provider),

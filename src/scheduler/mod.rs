@@ -107,12 +107,20 @@ pub struct Scheduler {
     lanes: RwLock<HashMap<(String, String), Arc<Lane>>>,
     /// State saved before a restart, applied when its lane is first created.
     restored: Mutex<State>,
+    /// The pool of the running configuration: a lane is always created with its provider, even
+    /// by a request that started before a reload.
+    current: RwLock<Option<Arc<crate::pool::Pool>>>,
 }
 
 impl Scheduler {
     /// An empty scheduler.
     pub fn new(config: QueueConfig) -> Self {
-        Self { config, lanes: RwLock::new(HashMap::new()), restored: Mutex::new(State::default()) }
+        Self {
+            config,
+            lanes: RwLock::new(HashMap::new()),
+            restored: Mutex::new(State::default()),
+            current: RwLock::new(None),
+        }
     }
 
     /// The lane of `model` at `provider`.
@@ -124,8 +132,13 @@ impl Scheduler {
         let mut lanes = self.lanes.write().unwrap_or_else(|e| e.into_inner());
         let key =
             if lanes.len() >= MAX_LANES { (provider.name.clone(), String::new()) } else { key };
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let provider = current
+            .as_ref()
+            .and_then(|pool| pool.providers().iter().find(|p| p.name == provider.name).cloned())
+            .unwrap_or_else(|| Arc::clone(provider));
         let lane = lanes.entry(key).or_insert_with_key(|(_, model)| {
-            let lane = Lane::new(Arc::clone(provider), model, self.config.max_depth);
+            let lane = Lane::new(provider, model, self.config.max_depth);
             self.apply_restored(&lane);
             lane
         });
@@ -179,7 +192,8 @@ impl Scheduler {
 
     /// Points every lane of a reloaded provider at its new accounts (lanes of providers no longer
     /// configured keep serving the requests they hold).
-    pub fn reconfigure(&self, pool: &crate::pool::Pool) {
+    pub fn reconfigure(&self, pool: &Arc<crate::pool::Pool>) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(pool));
         let lanes: Vec<Arc<Lane>> =
             self.lanes.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
         for lane in lanes {

@@ -181,3 +181,31 @@ async fn a_429_cools_the_account_and_teaches_its_limit() {
     }
     assert_eq!(lane.limits()[account][Dimension::Rpm.index()], Some(30));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_that_can_no_longer_fit_is_refused_and_does_not_block_the_rest() {
+    let (pool, scheduler) = setup(1, "rpm = 1");
+    let lane = scheduler.lane(&pool.providers()[0], "m");
+    let first = lane.acquire(demand(1, 0, LONG)).await.unwrap();
+    let big = tokio::spawn({
+        let lane = Arc::clone(&lane);
+        async move { lane.acquire(demand(2, 500, LONG)).await.map(|r| r.account()) }
+    });
+    tokio::task::yield_now().await;
+    let small = tokio::spawn({
+        let lane = Arc::clone(&lane);
+        async move { lane.acquire(demand(3, 10, LONG)).await.map(|r| r.account()) }
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(lane.depth(), 2);
+    // The provider reveals a TPM of 100: the big waiter can never go.
+    lane.rate_limited(first.account_ref(), Duration::ZERO, Some((Dimension::Tpm, 100)));
+    let refused = big.await.unwrap();
+    assert!(
+        matches!(refused, Err(Refusal::TooLarge { dimension: Dimension::Tpm, .. })),
+        "{refused:?}"
+    );
+    let started = Instant::now();
+    assert_eq!(small.await.unwrap(), Ok(0));
+    assert!(started.elapsed() <= Duration::from_secs(10), "served when the RPM window slid");
+}

@@ -69,6 +69,8 @@ pub struct Store {
     db: Database,
     path: PathBuf,
     pending: Mutex<Pending>,
+    /// Held from capture to commit, so flushes land in the order their snapshots were taken.
+    flushing: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -114,7 +116,12 @@ impl Store {
         }
         let db = Database::create(path)
             .map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
-        Ok(Self { db, path: path.to_owned(), pending: Mutex::new(Pending::default()) })
+        Ok(Self {
+            db,
+            path: path.to_owned(),
+            pending: Mutex::new(Pending::default()),
+            flushing: Mutex::new(()),
+        })
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
@@ -144,6 +151,17 @@ impl Store {
         self.pending().records.push(record);
     }
 
+    /// Captures state with `capture` and writes what changed, plus the queued records, dropping
+    /// records older than `retention`, in one transaction. Flushes never overlap.
+    pub fn flush_with(
+        &self,
+        capture: impl FnOnce() -> State,
+        retention: Duration,
+    ) -> Result<(), StoreError> {
+        let _one_at_a_time = self.flushing.lock().unwrap_or_else(|e| e.into_inner());
+        self.flush(&capture(), retention)
+    }
+
     /// Writes the changed parts of `state` and the queued records, and drops records older than
     /// `retention`, in one transaction.
     pub fn flush(&self, state: &State, retention: Duration) -> Result<(), StoreError> {
@@ -156,19 +174,51 @@ impl Store {
                 .filter(|(k, v)| pending.written.get(*k) != Some(*v))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
-            let removed: Vec<String> =
-                pending.written.keys().filter(|k| !entries.contains_key(*k)).cloned().collect();
+            // Only entries this version writes are removed; others (a newer version's) stay.
+            let removed: Vec<String> = pending
+                .written
+                .keys()
+                .filter(|k| !entries.contains_key(*k) && State::owns_key(k))
+                .cloned()
+                .collect();
             let base = pending.sequence;
             pending.sequence += records.len() as u64;
             (records, changed, removed, base)
         };
+        let written = self.write(&changed, &removed, &records, base, retention);
+        if written.is_err() {
+            // Nothing was committed: the records go out with the next flush.
+            let mut pending = self.pending();
+            let newer = std::mem::take(&mut pending.records);
+            pending.records = records;
+            pending.records.extend(newer);
+            return written;
+        }
+        let mut pending = self.pending();
+        for (key, value) in changed {
+            pending.written.insert(key, value);
+        }
+        for key in removed {
+            pending.written.remove(&key);
+        }
+        Ok(())
+    }
+
+    fn write(
+        &self,
+        changed: &[(String, Vec<u8>)],
+        removed: &[String],
+        records: &[LedgerRecord],
+        base: u64,
+        retention: Duration,
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         {
             let mut table = txn.open_table(STATE)?;
-            for (key, value) in &changed {
+            for (key, value) in changed {
                 table.insert(key.as_str(), value.as_slice())?;
             }
-            for key in &removed {
+            for key in removed {
                 table.remove(key.as_str())?;
             }
             let mut ledger = txn.open_table(LEDGER)?;
@@ -180,13 +230,6 @@ impl Store {
             ledger.retain_in(..cutoff, |_, _| false)?;
         }
         txn.commit()?;
-        let mut pending = self.pending();
-        for (key, value) in changed {
-            pending.written.insert(key, value);
-        }
-        for key in removed {
-            pending.written.remove(&key);
-        }
         Ok(())
     }
 

@@ -115,6 +115,13 @@ impl State {
         out
     }
 
+    /// Whether this version writes `key` (and so may remove it).
+    pub(super) fn owns_key(key: &str) -> bool {
+        ["client", "account", "limit", "disabled"]
+            .iter()
+            .any(|prefix| key.strip_prefix(prefix).is_some_and(|rest| rest.starts_with(SEP)))
+    }
+
     pub(super) fn from_entries(entries: BTreeMap<String, Vec<u8>>) -> Self {
         let mut state = Self::default();
         for (key, value) in entries {

@@ -82,6 +82,10 @@ fn dead_keys_are_recognised_by_status_and_code() {
         Verdict::KeyDead(DisableReason::Forbidden)
     );
     assert_eq!(classify(status(403), &HeaderMap::new(), b"error code: 1010"), Verdict::Final);
+    let model_denied = r#"{"error":{"message":"You do not have access to this model","type":"invalid_request_error","code":"model_permission_denied"}}"#;
+    assert_eq!(classify(status(403), &HeaderMap::new(), model_denied.as_bytes()), Verdict::Final);
+    let mismatched = r#"{"error":{"message":"OpenAI-Organization header should match organization for API key","type":"invalid_request_error","code":"mismatched_organization"}}"#;
+    assert_eq!(classify(status(401), &HeaderMap::new(), mismatched.as_bytes()), Verdict::Final);
 }
 
 #[test]

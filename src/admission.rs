@@ -38,8 +38,8 @@ impl std::fmt::Debug for ClientState {
 }
 
 struct QuotaUsage {
-    all: [SlidingWindow; 4],
-    models: HashMap<String, [SlidingWindow; 4]>,
+    all: [SlidingWindow; Dimension::COUNT],
+    models: HashMap<String, [SlidingWindow; Dimension::COUNT]>,
     in_flight: u32,
     /// Requests in flight per model.
     model_in_flight: HashMap<String, u32>,
@@ -70,6 +70,8 @@ impl QuotaDimension {
             Self::Rate(Dimension::Rpd) => "requests per day",
             Self::Rate(Dimension::Tpm) => "tokens per minute",
             Self::Rate(Dimension::Tpd) => "tokens per day",
+            Self::Rate(Dimension::Ash) => "audio seconds per hour",
+            Self::Rate(Dimension::Asd) => "audio seconds per day",
             Self::Concurrency => "concurrent requests",
         }
     }
@@ -110,8 +112,8 @@ pub struct QuotaUse {
 pub struct Ticket {
     client: Arc<ClientState>,
     model: String,
-    all: [ChargeId; 4],
-    per_model: Option<[ChargeId; 4]>,
+    all: [ChargeId; Dimension::COUNT],
+    per_model: Option<[ChargeId; Dimension::COUNT]>,
     cost: Cost,
 }
 
@@ -346,14 +348,14 @@ impl ClientState {
     }
 }
 
-fn empty(windows: Windows) -> [SlidingWindow; 4] {
+fn empty(windows: Windows) -> [SlidingWindow; Dimension::COUNT] {
     Dimension::ALL.map(|d| SlidingWindow::new(windows.of(d)))
 }
 
 /// Whether `cost` fits every limit of `quota` now.
 fn check(
     quota: &Quota,
-    windows: &mut [SlidingWindow; 4],
+    windows: &mut [SlidingWindow; Dimension::COUNT],
     cost: Cost,
     now: Instant,
     model: Option<&str>,
@@ -403,7 +405,7 @@ impl Ticket {
     }
 
     fn settle_tokens(&self, tokens: u64) {
-        let used = Cost { requests: self.cost.requests, tokens };
+        let used = Cost { tokens, ..self.cost };
         let mut usage = self.client.lock();
         for dimension in Dimension::ALL {
             usage.all[dimension.index()].settle(self.all[dimension.index()], used.of(dimension));

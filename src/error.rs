@@ -77,7 +77,7 @@ pub enum ProxyError {
         shed: Shed,
     },
     /// The request costs more than any account's limit allows at once: waiting never helps.
-    #[error("Request too large for model `{}`: it needs about {needed} {} ({}), more than the largest limit of any upstream account ({limit}). Reduce max_tokens or the prompt.", .model.as_deref().unwrap_or("?"), if .dimension.counts_tokens() { "tokens" } else { "requests" }, dimension_name(*.dimension))]
+    #[error("Request too large for model `{}`: it needs about {needed} {} ({}), more than the largest limit of any upstream account ({limit}). Reduce max_tokens, the prompt or the audio.", .model.as_deref().unwrap_or("?"), unit(*.dimension), dimension_name(*.dimension))]
     TooLarge {
         /// The model asked for.
         model: Option<String>,
@@ -134,12 +134,24 @@ pub enum Shed {
     NoUsableKey,
 }
 
+fn unit(dimension: Dimension) -> &'static str {
+    if dimension.counts_tokens() {
+        "tokens"
+    } else if dimension.counts_audio() {
+        "audio seconds"
+    } else {
+        "requests"
+    }
+}
+
 fn dimension_name(dimension: Dimension) -> &'static str {
     match dimension {
         Dimension::Rpm => "requests per minute",
         Dimension::Rpd => "requests per day",
         Dimension::Tpm => "tokens per minute",
         Dimension::Tpd => "tokens per day",
+        Dimension::Ash => "audio seconds per hour",
+        Dimension::Asd => "audio seconds per day",
     }
 }
 

@@ -289,3 +289,64 @@ async fn clients_leaving_the_queue_take_no_capacity_with_them() {
     assert!(started.elapsed() < window / 2, "capacity was lost: {:?}", started.elapsed());
     assert_eq!(mock.stats().total, 12);
 }
+
+/// A multipart transcription request carrying a WAV header that declares `seconds` of audio.
+fn transcription(seconds: u32) -> (String, Vec<u8>) {
+    let data = seconds * 32_000;
+    let mut wav = Vec::new();
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + data).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    for field in [16u32, 0x0001_0001, 16_000, 32_000, 0x0010_0002] {
+        wav.extend_from_slice(&field.to_le_bytes());
+    }
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&data.to_le_bytes());
+    let boundary = "audio-boundary";
+    let mut body = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-large-v3\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\n").into_bytes();
+    body.extend_from_slice(&wav);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[tokio::test]
+async fn audio_seconds_per_hour_are_paced_from_the_uploaded_file() {
+    let mock = MockServer::start(MockConfig::orgs_with_limits(&["key-a"], MockLimits::UNLIMITED))
+        .await
+        .unwrap();
+    // A "minute" of 100 ms makes the audio "hour" 6 s; 30 audio seconds per hour.
+    let provider = "minute_window = \"100ms\"\nsafety_margin = \"0s\"\n[providers.limits.\"whisper-large-v3\"]\nash = 30\n";
+    let proxy =
+        Proxy::start(&groq_config_with(&mock.base_url(), &[("a", &["key-a"])], "", provider)).await;
+    let send = |seconds: u32| {
+        let url = proxy.url();
+        async move {
+            let (content_type, body) = transcription(seconds);
+            let response = common::client()
+                .post(format!("{url}/audio/transcriptions"))
+                .header("content-type", content_type)
+                .header("x-keyrelay-max-wait", "0.5")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let retry_after =
+                response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+            (status, retry_after, response.text().await.unwrap())
+        }
+    };
+    let (status, _, body) = send(20).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, retry_after, body) = send(20).await;
+    assert_eq!(status, 429, "20 + 20 audio seconds exceed the hour's 30: {body}");
+    let retry_after: u64 = retry_after.unwrap().parse().unwrap();
+    assert!(
+        (5..=7).contains(&retry_after),
+        "capacity returns when the 6 s hour slides: {retry_after}"
+    );
+    let (status, _, body) = send(40).await;
+    assert_eq!(status, 413, "40 seconds never fit an hour of 30: {body}");
+    assert!(body.contains("audio seconds per hour"), "{body}");
+    assert_eq!(mock.stats().total, 1, "only the first upload reached the upstream");
+}

@@ -13,7 +13,7 @@ fn client(quota: &str, extra: &str) -> Arc<ClientState> {
     Arc::new(ClientState::new(config.clients[0].clone(), config.quota_windows))
 }
 
-const ONE: Cost = Cost { requests: 1, tokens: 10 };
+const ONE: Cost = Cost { requests: 1, tokens: 10, audio_seconds: 0 };
 
 #[tokio::test(start_paused = true)]
 async fn a_rejected_request_names_the_limit_and_consumes_nothing() {
@@ -43,13 +43,15 @@ async fn a_rejected_request_names_the_limit_and_consumes_nothing() {
 #[tokio::test(start_paused = true)]
 async fn tokens_reserve_the_estimate_and_settle_with_real_usage() {
     let client = client("tpm = 100", "");
-    let big = Cost { requests: 1, tokens: 80 };
+    let big = Cost { requests: 1, tokens: 80, audio_seconds: 0 };
     let first = client.try_admit("m", big, Instant::now()).unwrap();
     assert!(client.try_admit("m", big, Instant::now()).is_err());
     first.settle(Usage { prompt_tokens: 5, completion_tokens: 5 });
     assert!(client.try_admit("m", big, Instant::now()).is_ok());
-    let over =
-        client.try_admit("m", Cost { requests: 1, tokens: 101 }, Instant::now()).err().unwrap();
+    let over = client
+        .try_admit("m", Cost { requests: 1, tokens: 101, audio_seconds: 0 }, Instant::now())
+        .err()
+        .unwrap();
     assert_eq!(over.wait, None, "larger than the quota: never fits");
 }
 

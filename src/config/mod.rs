@@ -15,7 +15,7 @@ use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::limits::Windows;
+use crate::limits::{Dimension, Windows};
 use crate::secret::ApiKey;
 
 /// The validated runtime configuration.
@@ -88,7 +88,7 @@ pub enum QuotaPolicy {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Quota {
     /// Requests per minute, per day, tokens per minute, per day (indexed by `Dimension::index`).
-    pub limits: [Option<u64>; 4],
+    pub limits: [Option<u64>; Dimension::COUNT],
     /// Requests in flight at once.
     pub concurrency: Option<u32>,
 }
@@ -231,6 +231,10 @@ pub struct ModelLimits {
     pub tpm: Option<NonZeroU64>,
     /// Tokens per day.
     pub tpd: Option<NonZeroU64>,
+    /// Audio seconds per hour.
+    pub ash: Option<NonZeroU64>,
+    /// Audio seconds per day.
+    pub asd: Option<NonZeroU64>,
 }
 
 /// One thing wrong with the configuration, at a field path.

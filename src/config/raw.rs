@@ -68,6 +68,8 @@ pub(super) struct RawQuota {
     pub(super) rpd: Option<u64>,
     pub(super) tpm: Option<u64>,
     pub(super) tpd: Option<u64>,
+    pub(super) ash: Option<u64>,
+    pub(super) asd: Option<u64>,
     pub(super) concurrency: Option<u32>,
 }
 
@@ -146,4 +148,6 @@ pub(super) struct RawLimits {
     pub(super) rpd: Option<u64>,
     pub(super) tpm: Option<u64>,
     pub(super) tpd: Option<u64>,
+    pub(super) ash: Option<u64>,
+    pub(super) asd: Option<u64>,
 }

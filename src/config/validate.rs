@@ -336,6 +336,8 @@ impl Validator {
             limit("rpd", raw.rpd),
             limit("tpm", raw.tpm),
             limit("tpd", raw.tpd),
+            limit("ash", raw.ash),
+            limit("asd", raw.asd),
         ];
         if raw.concurrency == Some(0) {
             self.problem(
@@ -411,6 +413,8 @@ impl Validator {
                     rpd: field("rpd", limits.rpd),
                     tpm: field("tpm", limits.tpm),
                     tpd: field("tpd", limits.tpd),
+                    ash: field("ash", limits.ash),
+                    asd: field("asd", limits.asd),
                 };
                 (model, limits)
             })

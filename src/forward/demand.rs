@@ -50,7 +50,7 @@ pub fn demand(
             (Some(asked), Some(configured)) => asked.min(configured),
             (asked, configured) => asked.or(configured).unwrap_or(0),
         },
-        cost: Cost { requests: 1, tokens: 0 },
+        cost: Cost { requests: 1, tokens: 0, audio_seconds: peek.audio_seconds },
         prompt_estimate: peek.prompt_tokens,
         output_budget,
         deadline: (Instant::now() + max_wait(configured_wait, headers)).min(request_deadline),

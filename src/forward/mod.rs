@@ -204,7 +204,7 @@ async fn forward_with_retries(
     };
     if let Some(client) = &request.client {
         let tokens = demand.prompt_estimate.saturating_add(demand.output_budget);
-        let cost = Cost { requests: 1, tokens };
+        let cost = Cost { requests: 1, tokens, audio_seconds: demand.cost.audio_seconds };
         let waiting = Instant::now();
         let admitted = client.admit(model.unwrap_or_default(), cost, demand.deadline).await;
         *queued += waiting.elapsed();

@@ -24,11 +24,19 @@ pub enum Dimension {
     Tpm,
     /// Tokens per day.
     Tpd,
+    /// Audio seconds per hour.
+    Ash,
+    /// Audio seconds per day.
+    Asd,
 }
 
 impl Dimension {
+    /// How many dimensions there are (the length of per-dimension arrays).
+    pub const COUNT: usize = 6;
+
     /// Every dimension, in the order providers check them.
-    pub const ALL: [Dimension; 4] = [Self::Rpm, Self::Rpd, Self::Tpm, Self::Tpd];
+    pub const ALL: [Dimension; Self::COUNT] =
+        [Self::Rpm, Self::Rpd, Self::Tpm, Self::Tpd, Self::Ash, Self::Asd];
 
     /// Index into per-dimension arrays.
     pub fn index(self) -> usize {
@@ -42,6 +50,8 @@ impl Dimension {
             Self::Rpd => "rpd",
             Self::Tpm => "tpm",
             Self::Tpd => "tpd",
+            Self::Ash => "ash",
+            Self::Asd => "asd",
         }
     }
 
@@ -50,16 +60,28 @@ impl Dimension {
         matches!(self, Self::Tpm | Self::Tpd)
     }
 
-    /// Whether the dimension's window is the day (else the minute).
+    /// Whether the dimension counts seconds of audio.
+    pub fn counts_audio(self) -> bool {
+        matches!(self, Self::Ash | Self::Asd)
+    }
+
+    /// Whether the dimension's window is the day.
     pub fn is_daily(self) -> bool {
-        matches!(self, Self::Rpd | Self::Tpd)
+        matches!(self, Self::Rpd | Self::Tpd | Self::Asd)
     }
 
     /// The dimension named as `(RPM)`, `(TPD)`… in a provider's 429 message.
     pub fn named_in(message: &str) -> Option<Dimension> {
-        [("(RPM)", Self::Rpm), ("(RPD)", Self::Rpd), ("(TPM)", Self::Tpm), ("(TPD)", Self::Tpd)]
-            .into_iter()
-            .find_map(|(tag, dimension)| message.contains(tag).then_some(dimension))
+        [
+            ("(RPM)", Self::Rpm),
+            ("(RPD)", Self::Rpd),
+            ("(TPM)", Self::Tpm),
+            ("(TPD)", Self::Tpd),
+            ("(ASH)", Self::Ash),
+            ("(ASD)", Self::Asd),
+        ]
+        .into_iter()
+        .find_map(|(tag, dimension)| message.contains(tag).then_some(dimension))
     }
 }
 
@@ -70,12 +92,20 @@ pub struct Cost {
     pub requests: u64,
     /// Prompt estimate plus the output budget.
     pub tokens: u64,
+    /// Seconds of audio uploaded (transcriptions, translations).
+    pub audio_seconds: u64,
 }
 
 impl Cost {
     /// The amount charged to `dimension`.
     pub fn of(self, dimension: Dimension) -> u64 {
-        if dimension.counts_tokens() { self.tokens } else { self.requests }
+        if dimension.counts_tokens() {
+            self.tokens
+        } else if dimension.counts_audio() {
+            self.audio_seconds
+        } else {
+            self.requests
+        }
     }
 }
 
@@ -92,8 +122,14 @@ pub struct Windows {
 }
 
 impl Windows {
-    /// The window of `dimension`, margin included.
+    /// The window of `dimension`, margin included (an "hour" is 60 "minutes", so shortened
+    /// windows stay consistent).
     pub fn of(self, dimension: Dimension) -> Duration {
-        (if dimension.is_daily() { self.day } else { self.minute }) + self.margin
+        let window = match dimension {
+            Dimension::Ash => self.minute * 60,
+            d if d.is_daily() => self.day,
+            _ => self.minute,
+        };
+        window + self.margin
     }
 }

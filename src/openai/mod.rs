@@ -1,6 +1,7 @@
 //! The OpenAI wire format as keyrelay needs it: a cheap look into request bodies, the error
 //! envelope, and SSE framing for errors that happen mid-stream.
 
+mod audio;
 mod envelope;
 mod peek;
 

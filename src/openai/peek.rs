@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use memchr::memmem;
 use serde::Deserialize;
 
+use super::audio;
 use crate::tokens;
 
 /// What keyrelay needs to know about a request before choosing an upstream.
@@ -28,6 +29,8 @@ pub struct RequestPeek {
     pub include_usage: bool,
     /// The body has a `stream_options` object at all.
     pub has_stream_options: bool,
+    /// Estimated seconds of an uploaded audio file (multipart `file` part).
+    pub audio_seconds: u64,
 }
 
 /// The body claims to be JSON but is not the object an OpenAI endpoint expects.
@@ -142,6 +145,7 @@ impl RequestPeek {
         if media_type.eq_ignore_ascii_case("multipart/form-data") {
             return Ok(Self {
                 model: multipart_field(content_type, body, "model")?,
+                audio_seconds: multipart_part(content_type, body, "file").map_or(0, audio::seconds),
                 n: 1,
                 ..Self::default()
             });
@@ -170,6 +174,7 @@ impl RequestPeek {
             prompt_tokens: messages + text(fields.prompt) + text(fields.input) + text(fields.tools),
             has_stream_options: fields.stream_options.is_some(),
             include_usage: fields.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
+            audio_seconds: 0,
         })
     }
 }
@@ -181,16 +186,30 @@ fn multipart_field(
     body: &[u8],
     name: &str,
 ) -> Result<Option<String>, PeekError> {
+    let parts = multipart_parts(content_type, body, name);
+    if parts.len() > 1 {
+        return Err(PeekError(format!("the multipart body has more than one `{name}` field")));
+    }
+    Ok(parts.first().and_then(|v| std::str::from_utf8(v).ok()).map(|v| v.trim().to_owned()))
+}
+
+/// The bytes of the first multipart part named `name`.
+fn multipart_part<'a>(content_type: &str, body: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    multipart_parts(content_type, body, name).into_iter().next()
+}
+
+/// The values of every multipart part named exactly `name`.
+fn multipart_parts<'a>(content_type: &str, body: &'a [u8], name: &str) -> Vec<&'a [u8]> {
     let Some(boundary) = content_type.split(';').find_map(|param| {
         let value = param.trim().strip_prefix("boundary=")?;
         Some(value.trim_matches('"'))
     }) else {
-        return Ok(None);
+        return Vec::new();
     };
     let delimiter = format!("--{boundary}");
     let closing = format!("\r\n{delimiter}");
     let needle = format!("name=\"{name}\"");
-    let mut found = None;
+    let mut found = Vec::new();
     for start in memmem::find_iter(body, delimiter.as_bytes()) {
         let part = &body[start + delimiter.len()..];
         let Some(headers_end) = memmem::find(part, b"\r\n\r\n") else { continue };
@@ -202,13 +221,11 @@ fn multipart_field(
             continue;
         }
         let value = &part[headers_end + 4..];
-        let Some(end) = memmem::find(value, closing.as_bytes()) else { continue };
-        if found.is_some() {
-            return Err(PeekError(format!("the multipart body has more than one `{name}` field")));
+        if let Some(end) = memmem::find(value, closing.as_bytes()) {
+            found.push(&value[..end]);
         }
-        found = std::str::from_utf8(&value[..end]).ok().map(|v| v.trim().to_owned());
     }
-    Ok(found)
+    found
 }
 
 #[cfg(test)]

@@ -87,7 +87,7 @@ impl Account {
     }
 
     /// Configured limits for `model`, indexed by [`Dimension::index`].
-    pub fn limits_for(&self, model: &str) -> [Option<u64>; 4] {
+    pub fn limits_for(&self, model: &str) -> [Option<u64>; Dimension::COUNT] {
         let limits = self.limits.get(model).copied().unwrap_or_default();
         Dimension::ALL.map(|d| {
             match d {
@@ -95,6 +95,8 @@ impl Account {
                 Dimension::Rpd => limits.rpd,
                 Dimension::Tpm => limits.tpm,
                 Dimension::Tpd => limits.tpd,
+                Dimension::Ash => limits.ash,
+                Dimension::Asd => limits.asd,
             }
             .map(NonZeroU64::get)
         })
@@ -160,6 +162,8 @@ fn merge(
             rpd: own.rpd.or(base.rpd),
             tpm: own.tpm.or(base.tpm),
             tpd: own.tpd.or(base.tpd),
+            ash: own.ash.or(base.ash),
+            asd: own.asd.or(base.asd),
         };
     }
     merged

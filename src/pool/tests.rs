@@ -2,6 +2,7 @@ use std::collections::HashMap;
 
 use super::*;
 use crate::config::Config;
+use crate::limits::Dimension;
 
 fn pool(toml: &str) -> Pool {
     Pool::new(&Config::from_toml(toml, "test.toml", &HashMap::new()).unwrap())
@@ -51,9 +52,9 @@ fn account_limits_override_provider_limits_per_dimension() {
         "#,
     );
     let accounts = pool.providers()[0].accounts();
-    assert_eq!(accounts[0].limits_for("m"), [Some(30), None, Some(9000), Some(100)]);
-    assert_eq!(accounts[1].limits_for("m"), [Some(30), None, Some(6000), None]);
-    assert_eq!(accounts[1].limits_for("other"), [None; 4]);
+    assert_eq!(accounts[0].limits_for("m"), [Some(30), None, Some(9000), Some(100), None, None]);
+    assert_eq!(accounts[1].limits_for("m"), [Some(30), None, Some(6000), None, None, None]);
+    assert_eq!(accounts[1].limits_for("other"), [None; Dimension::COUNT]);
 }
 
 #[test]

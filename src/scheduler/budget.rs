@@ -11,28 +11,28 @@ use crate::limits::{ChargeId, Cost, Dimension, HeaderReport, SlidingWindow, Wind
 #[derive(Debug)]
 pub(super) struct Budget {
     /// Effective limits: learned where the provider said, else configured.
-    limits: [Option<u64>; 4],
+    limits: [Option<u64>; Dimension::COUNT],
     /// What the provider said (headers, 429 bodies); kept across restarts.
-    learned: [Option<u64>; 4],
-    windows: [SlidingWindow; 4],
+    learned: [Option<u64>; Dimension::COUNT],
+    windows: [SlidingWindow; Dimension::COUNT],
     cooling_until: Option<Instant>,
 }
 
 /// The charges one reservation made, one per dimension.
-pub(super) type Charges = [ChargeId; 4];
+pub(super) type Charges = [ChargeId; Dimension::COUNT];
 
 impl Budget {
-    pub(super) fn new(limits: [Option<u64>; 4], windows: Windows) -> Self {
+    pub(super) fn new(limits: [Option<u64>; Dimension::COUNT], windows: Windows) -> Self {
         Self {
             limits,
-            learned: [None; 4],
+            learned: [None; Dimension::COUNT],
             windows: Dimension::ALL.map(|d| SlidingWindow::new(windows.of(d))),
             cooling_until: None,
         }
     }
 
     /// New configured limits after a reload; what the provider taught stays in force.
-    pub(super) fn configure(&mut self, configured: [Option<u64>; 4]) {
+    pub(super) fn configure(&mut self, configured: [Option<u64>; Dimension::COUNT]) {
         self.limits = Dimension::ALL.map(|d| self.learned[d.index()].or(configured[d.index()]));
     }
 
@@ -161,7 +161,7 @@ impl Budget {
     }
 
     /// Known limits, for the admin view and tests.
-    pub(super) fn limits(&self) -> [Option<u64>; 4] {
+    pub(super) fn limits(&self) -> [Option<u64>; Dimension::COUNT] {
         self.limits
     }
 }

@@ -222,7 +222,7 @@ impl Lane {
     }
 
     /// Known limits of each account for this model (in account order).
-    pub fn limits(&self) -> Vec<[Option<u64>; 4]> {
+    pub fn limits(&self) -> Vec<[Option<u64>; Dimension::COUNT]> {
         self.lock().budgets.iter().map(Budget::limits).collect()
     }
 
@@ -392,11 +392,11 @@ impl LaneState {
             return demand.cost;
         }
         Cost {
-            requests: demand.cost.requests,
             tokens: self
                 .correction
                 .apply(demand.prompt_estimate)
                 .saturating_add(demand.output_budget),
+            ..demand.cost
         }
     }
 

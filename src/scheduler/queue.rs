@@ -88,7 +88,7 @@ mod tests {
         Demand {
             client,
             priority,
-            cost: Cost { requests: 1, tokens: 1 },
+            cost: Cost { requests: 1, tokens: 1, audio_seconds: 0 },
             prompt_estimate: 0,
             output_budget: 0,
             deadline: Instant::now(),

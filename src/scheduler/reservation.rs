@@ -93,6 +93,7 @@ impl Reservation {
     /// The request is done: replace the estimate with `usage` and learn from the difference.
     pub fn settle(self, usage: Usage) {
         let used = Cost {
+            audio_seconds: self.cost.audio_seconds,
             requests: self.cost.requests,
             tokens: usage.prompt_tokens + usage.completion_tokens,
         };
@@ -112,7 +113,7 @@ impl Reservation {
     /// The provider counted the request but no tokens (a rejected request).
     pub fn refund_tokens(self) {
         let requests = self.cost.requests;
-        self.settle_to(Cost { requests, tokens: 0 });
+        self.settle_to(Cost { requests, ..Cost::default() });
     }
 
     fn settle_to(self, used: Cost) {

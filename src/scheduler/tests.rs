@@ -27,7 +27,7 @@ fn demand(client: ClientId, tokens: u64, wait: Duration) -> Demand {
     Demand {
         client,
         priority: 0,
-        cost: Cost { requests: 1, tokens: 0 },
+        cost: Cost { requests: 1, tokens: 0, audio_seconds: 0 },
         prompt_estimate: tokens,
         output_budget: 0,
         deadline: Instant::now() + wait,

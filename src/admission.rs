@@ -417,11 +417,6 @@ impl Ticket {
             }
         }
     }
-
-    /// The client the ticket belongs to.
-    pub fn client(&self) -> &Arc<ClientState> {
-        &self.client
-    }
 }
 
 impl Drop for Ticket {

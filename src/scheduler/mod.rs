@@ -246,11 +246,6 @@ impl Scheduler {
     pub fn depth(&self) -> usize {
         self.lanes.read().unwrap_or_else(|e| e.into_inner()).values().map(|l| l.depth()).sum()
     }
-
-    /// The queue settings.
-    pub fn config(&self) -> &QueueConfig {
-        &self.config
-    }
 }
 
 #[cfg(test)]

@@ -71,16 +71,6 @@ impl Reservation {
         self.key
     }
 
-    /// The lane the capacity came from.
-    pub fn lane(&self) -> &Arc<Lane> {
-        &self.lane
-    }
-
-    /// What was reserved.
-    pub fn cost(&self) -> Cost {
-        self.cost
-    }
-
     /// The provider's answer arrived: the request's slots count from now, since the provider may
     /// have counted it any time up to now (see `SlidingWindow::restamp`).
     pub fn answered(&self) {

@@ -123,7 +123,7 @@ impl Stack {
         })
         .await?;
         let mut text = format!(
-            "[queue]\nmax_wait = \"{}ms\"\n\n[[providers]]\nkind = \"groq\"\nbase_url = \"{}\"\n\
+            "[store]\nenabled = false\n[queue]\nmax_wait = \"{}ms\"\n\n[[providers]]\nkind = \"groq\"\nbase_url = \"{}\"\n\
              minute_window = \"{}ms\"\nsafety_margin = \"{}ms\"\n[providers.limits.\"{MODEL}\"]\n",
             max_wait.as_millis(),
             mock.base_url(),

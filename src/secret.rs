@@ -5,11 +5,13 @@
 //! tower-http's sensitive-header layer never print it).
 
 use http::HeaderValue;
+use sha2::{Digest, Sha256};
 
 /// A provider API key. Never printed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKey {
     authorization: HeaderValue,
+    fingerprint: String,
 }
 
 /// A key held characters that cannot appear in an HTTP header.
@@ -29,7 +31,15 @@ impl ApiKey {
         let mut authorization =
             HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| InvalidKey)?;
         authorization.set_sensitive(true);
-        Ok(Self { authorization })
+        let digest = Sha256::digest(key.as_bytes());
+        let fingerprint = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Self { authorization, fingerprint })
+    }
+
+    /// The first 8 bytes of the key's SHA-256, in hex: tells a replaced key from the one that was
+    /// disabled under the same alias, without revealing anything usable.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// The `Authorization: Bearer …` value to send upstream.

@@ -209,6 +209,11 @@ async fn disabled_keys_learned_limits_and_account_days_survive_a_restart() {
         Some(1),
         "key b was never tried again"
     );
+    proxy.stop().await;
+    // A new key under the same alias is not the revoked one: it starts enabled.
+    let replaced = common::Proxy::start(&text.replace("\"key-b\"", "\"key-b-new\"")).await;
+    let pool = replaced.state.pool();
+    assert!(pool.providers()[0].accounts()[1].keys()[0].is_enabled());
 }
 
 #[tokio::test]

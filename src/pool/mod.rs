@@ -75,7 +75,11 @@ impl Pool {
                     let reason = was
                         .keys()
                         .iter()
-                        .find(|k| k.alias == key.alias)
+                        // A key replaced under the same alias starts fresh.
+                        .find(|k| {
+                            k.alias == key.alias
+                                && k.secret.fingerprint() == key.secret.fingerprint()
+                        })
                         .and_then(Key::disabled_reason);
                     if let Some(reason) = reason {
                         key.disable(reason);

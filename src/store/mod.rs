@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 pub use ledger::{LedgerRecord, UsageRow, usage_report};
-pub use snapshot::{Charges, State};
+pub use snapshot::{Charges, DisabledKey, State};
 
 /// Key → JSON of one piece of state (a window, a learned limit, a disabled key).
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");

@@ -21,8 +21,18 @@ pub struct State {
     pub account_windows: BTreeMap<(String, String, String, Dimension), Charges>,
     /// (provider, account, model, dimension) → limit learned from the provider.
     pub learned_limits: BTreeMap<(String, String, String, Dimension), u64>,
-    /// (provider, account, key alias) → why the key was disabled.
-    pub disabled_keys: BTreeMap<(String, String, String), String>,
+    /// (provider, account, key alias) → why the key was disabled, and which key it was.
+    pub disabled_keys: BTreeMap<(String, String, String), DisabledKey>,
+}
+
+/// A disabled key as saved: the reason, and the key's fingerprint, so a key replaced under the
+/// same alias starts fresh.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DisabledKey {
+    /// `DisableReason` label.
+    pub reason: String,
+    /// `ApiKey::fingerprint`.
+    pub fingerprint: String,
 }
 
 impl State {
@@ -42,7 +52,11 @@ impl State {
                 for key in account.keys() {
                     if let Some(reason) = key.disabled_reason() {
                         let id = (provider.name.clone(), account.name.clone(), key.alias.clone());
-                        state.disabled_keys.insert(id, reason.as_str().to_owned());
+                        let saved = DisabledKey {
+                            reason: reason.as_str().to_owned(),
+                            fingerprint: key.secret.fingerprint().to_owned(),
+                        };
+                        state.disabled_keys.insert(id, saved);
                     }
                 }
             }
@@ -63,8 +77,8 @@ impl State {
         }
         app.scheduler().restore(self);
         let pool = app.pool();
-        for ((provider_name, account_name, alias), reason) in &self.disabled_keys {
-            let reason = crate::pool::DisableReason::parse(reason);
+        for ((provider_name, account_name, alias), saved) in &self.disabled_keys {
+            let reason = crate::pool::DisableReason::parse(&saved.reason);
             let key = pool
                 .providers()
                 .iter()
@@ -72,7 +86,7 @@ impl State {
                 .flat_map(|p| p.accounts())
                 .filter(|a| a.name == *account_name)
                 .flat_map(|a| a.keys())
-                .find(|k| k.alias == *alias);
+                .find(|k| k.alias == *alias && k.secret.fingerprint() == saved.fingerprint);
             if let (Some(key), Some(reason)) = (key, reason) {
                 key.disable(reason);
             }
@@ -152,8 +166,8 @@ impl State {
                     }
                 }
                 ["disabled", _, _, _] => {
-                    if let Ok(reason) = serde_json::from_slice(&value) {
-                        state.disabled_keys.insert((owned(1), owned(2), owned(3)), reason);
+                    if let Ok(saved) = serde_json::from_slice(&value) {
+                        state.disabled_keys.insert((owned(1), owned(2), owned(3)), saved);
                     }
                 }
                 // Entries of a newer or older keyrelay are left alone.

@@ -22,9 +22,9 @@ fn sample() -> State {
     state
         .learned_limits
         .insert(("groq".into(), "team-a".into(), "llama".into(), Dimension::Rpm), 30);
-    state
-        .disabled_keys
-        .insert(("groq".into(), "team-a".into(), "team-a-2".into()), "invalid_key".into());
+    let disabled =
+        DisabledKey { reason: "invalid_key".into(), fingerprint: "0011223344556677".into() };
+    state.disabled_keys.insert(("groq".into(), "team-a".into(), "team-a-2".into()), disabled);
     state
 }
 

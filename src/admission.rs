@@ -16,7 +16,7 @@ use tokio::time::{Instant, sleep_until};
 
 use crate::config::{ClientConfig, Quota, QuotaPolicy};
 use crate::duration;
-use crate::limits::{ChargeId, Cost, Dimension, SlidingWindow, Windows};
+use crate::limits::{ChargeId, Cost, Dimension, REQUESTS, SlidingWindow, TOKENS, Windows};
 use crate::scheduler::{ClientId, Usage};
 
 /// A configured client and its quota state.
@@ -319,10 +319,9 @@ impl ClientState {
         let config = self.config();
         let mut usage = self.lock();
         let now = Instant::now();
-        for (family, minute, day) in [
-            ("requests", Dimension::Rpm, Dimension::Rpd),
-            ("tokens", Dimension::Tpm, Dimension::Tpd),
-        ] {
+        for (family, minute, day) in
+            [(REQUESTS, Dimension::Rpm, Dimension::Rpd), (TOKENS, Dimension::Tpm, Dimension::Tpd)]
+        {
             let Some((dimension, limit)) = [minute, day]
                 .into_iter()
                 .find_map(|d| config.quota.limits[d.index()].map(|limit| (d, limit)))
@@ -332,17 +331,11 @@ impl ClientState {
             let window = &mut usage.all[dimension.index()];
             let remaining = limit.saturating_sub(window.used(now));
             let reset = window.time_until_fits(limit, limit, now).unwrap_or_default();
-            let values = [
-                (format!("x-ratelimit-limit-{family}"), limit.to_string()),
-                (format!("x-ratelimit-remaining-{family}"), remaining.to_string()),
-                (format!("x-ratelimit-reset-{family}"), duration::format(reset)),
-            ];
-            for (name, value) in values {
-                if let (Ok(name), Ok(value)) =
-                    (http::HeaderName::try_from(name), HeaderValue::try_from(value))
-                {
-                    headers.insert(name, value);
-                }
+            let [limit_name, remaining_name, reset_name] = family;
+            headers.insert(limit_name, HeaderValue::from(limit));
+            headers.insert(remaining_name, HeaderValue::from(remaining));
+            if let Ok(reset) = HeaderValue::try_from(duration::format(reset)) {
+                headers.insert(reset_name, reset);
             }
         }
     }

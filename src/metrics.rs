@@ -311,7 +311,9 @@ impl Metrics {
         ];
         ROUTES
             .iter()
-            .find(|r| path == **r || path.starts_with(&format!("{r}/")))
+            .find(|r| {
+                path.strip_prefix(**r).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
             .map_or("other", |r| r)
     }
 
@@ -369,5 +371,18 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_bounded_labels() {
+        assert_eq!(Metrics::route_label("/chat/completions"), "/chat/completions");
+        assert_eq!(Metrics::route_label("/models/llama"), "/models");
+        assert_eq!(Metrics::route_label("/modelsx"), "other");
+        assert_eq!(Metrics::route_label("/anything/else"), "other");
     }
 }

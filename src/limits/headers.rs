@@ -22,6 +22,13 @@ pub struct HeaderReport {
     pub reset: Option<Duration>,
 }
 
+/// The `-requests` family: limit, remaining, reset.
+pub const REQUESTS: [&str; 3] =
+    ["x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"];
+/// The `-tokens` family: limit, remaining, reset.
+pub const TOKENS: [&str; 3] =
+    ["x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"];
+
 /// Reads the `-requests` and `-tokens` header families (Groq: per day and per minute; OpenAI:
 /// both per minute).
 pub fn read_headers(kind: ProviderKind, headers: &HeaderMap) -> Vec<HeaderReport> {
@@ -29,17 +36,16 @@ pub fn read_headers(kind: ProviderKind, headers: &HeaderMap) -> Vec<HeaderReport
         ProviderKind::Groq => Dimension::Rpd,
         ProviderKind::OpenAi => Dimension::Rpm,
     };
-    let text = |name: String| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    [("requests", requests), ("tokens", Dimension::Tpm)]
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    [(REQUESTS, requests), (TOKENS, Dimension::Tpm)]
         .into_iter()
-        .filter_map(|(family, dimension)| {
-            let number = |field: &str| text(format!("x-ratelimit-{field}-{family}"))?.parse().ok();
+        .filter_map(|([limit, remaining, reset], dimension)| {
+            let number = |name: &str| text(name)?.parse().ok();
             let report = HeaderReport {
                 dimension,
-                limit: number("limit"),
-                remaining: number("remaining"),
-                reset: text(format!("x-ratelimit-reset-{family}"))
-                    .and_then(|v| duration::parse(v).ok()),
+                limit: number(limit),
+                remaining: number(remaining),
+                reset: text(reset).and_then(|v| duration::parse(v).ok()),
             };
             (report.limit.is_some() || report.remaining.is_some()).then_some(report)
         })

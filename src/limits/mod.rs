@@ -10,7 +10,7 @@ mod window;
 
 use std::time::Duration;
 
-pub use headers::{HeaderReport, read_headers, read_limit_from_body};
+pub use headers::{HeaderReport, REQUESTS, TOKENS, read_headers, read_limit_from_body};
 pub use window::{ChargeId, SlidingWindow};
 
 /// A rate-limit dimension.

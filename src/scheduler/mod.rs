@@ -104,7 +104,8 @@ pub(crate) type Grant = Result<Reservation, Refusal>;
 /// Every lane, created on first use.
 pub struct Scheduler {
     config: QueueConfig,
-    lanes: RwLock<HashMap<(String, String), Arc<Lane>>>,
+    /// Provider name → model → lane (nested, so a lookup needs no allocation).
+    lanes: RwLock<HashMap<String, HashMap<String, Arc<Lane>>>>,
     /// State saved before a restart, applied when its lane is first created.
     restored: Mutex<State>,
     /// The pool of the running configuration: a lane is always created with its provider, even
@@ -125,19 +126,23 @@ impl Scheduler {
 
     /// The lane of `model` at `provider`.
     pub fn lane(&self, provider: &Arc<Provider>, model: &str) -> Arc<Lane> {
-        let key = (provider.name.clone(), model.to_owned());
-        if let Some(lane) = self.lanes.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        let lanes = self.lanes.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(lane) =
+            lanes.get(provider.name.as_str()).and_then(|by_model| by_model.get(model))
+        {
             return Arc::clone(lane);
         }
+        drop(lanes);
         let mut lanes = self.lanes.write().unwrap_or_else(|e| e.into_inner());
-        let key =
-            if lanes.len() >= MAX_LANES { (provider.name.clone(), String::new()) } else { key };
+        let total: usize = lanes.values().map(HashMap::len).sum();
+        let model = if total >= MAX_LANES { "" } else { model };
         let current = self.current.read().unwrap_or_else(|e| e.into_inner()).clone();
         let provider = current
             .as_ref()
             .and_then(|pool| pool.providers().iter().find(|p| p.name == provider.name).cloned())
             .unwrap_or_else(|| Arc::clone(provider));
-        let lane = lanes.entry(key).or_insert_with_key(|(_, model)| {
+        let by_model = lanes.entry(provider.name.clone()).or_default();
+        let lane = by_model.entry(model.to_owned()).or_insert_with_key(|model| {
             let lane = Lane::new(provider, model, self.config.max_depth);
             self.apply_restored(&lane);
             lane
@@ -171,8 +176,7 @@ impl Scheduler {
         state.account_windows = restored.account_windows.clone();
         state.learned_limits = restored.learned_limits.clone();
         drop(restored);
-        let lanes: Vec<Arc<Lane>> =
-            self.lanes.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let lanes = self.all();
         for lane in lanes {
             let (provider, model) = (lane.provider().name.clone(), lane.model().to_owned());
             state.account_windows.retain(|(p, _, m, _), _| *p != provider || *m != model);
@@ -194,8 +198,7 @@ impl Scheduler {
     /// configured keep serving the requests they hold).
     pub fn reconfigure(&self, pool: &Arc<crate::pool::Pool>) {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(pool));
-        let lanes: Vec<Arc<Lane>> =
-            self.lanes.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let lanes = self.all();
         for lane in lanes {
             if let Some(provider) = pool.providers().iter().find(|p| p.name == lane.provider_name())
             {
@@ -210,10 +213,9 @@ impl Scheduler {
             .lanes
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|((name, _), _)| *name == provider.name)
-            .map(|(_, lane)| Arc::clone(lane))
-            .collect();
+            .get(provider.name.as_str())
+            .map(|by_model| by_model.values().cloned().collect())
+            .unwrap_or_default();
         for lane in lanes {
             lane.poke();
         }
@@ -221,30 +223,31 @@ impl Scheduler {
 
     /// Requests waiting per lane: (provider, model, depth).
     pub fn depths(&self) -> Vec<(String, String, usize)> {
-        let lanes = self.lanes.read().unwrap_or_else(|e| e.into_inner());
-        lanes
+        self.all()
             .iter()
-            .map(|((provider, model), lane)| (provider.clone(), model.clone(), lane.depth()))
+            .map(|lane| (lane.provider_name().to_owned(), lane.model().to_owned(), lane.depth()))
             .collect()
     }
 
     /// What keyrelay knows of every lane's accounts: each known limit and what is left of it.
     pub fn headroom(&self) -> Vec<Headroom> {
-        let lanes: Vec<Arc<Lane>> =
-            self.lanes.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
-        lanes.iter().flat_map(|lane| lane.headroom()).collect()
+        self.all().iter().flat_map(|lane| lane.headroom()).collect()
     }
 
     /// Accounts cooling after a 429 now: (provider, model, account, time left).
     pub fn cooling(&self) -> Vec<(String, String, String, Duration)> {
-        let lanes: Vec<Arc<Lane>> =
-            self.lanes.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
-        lanes.iter().flat_map(|lane| lane.cooling()).collect()
+        self.all().iter().flat_map(|lane| lane.cooling()).collect()
     }
 
     /// Requests waiting in every lane.
     pub fn depth(&self) -> usize {
-        self.lanes.read().unwrap_or_else(|e| e.into_inner()).values().map(|l| l.depth()).sum()
+        self.all().iter().map(|lane| lane.depth()).sum()
+    }
+
+    /// Every lane, outside the registry's lock.
+    fn all(&self) -> Vec<Arc<Lane>> {
+        let lanes = self.lanes.read().unwrap_or_else(|e| e.into_inner());
+        lanes.values().flat_map(|by_model| by_model.values().cloned()).collect()
     }
 }
 
